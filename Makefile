@@ -1,0 +1,28 @@
+# Stratus: `make run` for the dev loop, `make test` for the test suite.
+SHELL := /bin/bash
+GO ?= go
+AZURITE_BIN := Azurite/node_modules/.bin/azurite
+
+.PHONY: help run test bench azurite build vet fmt-check lint
+
+help: ## show the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n",$$1,$$2}'
+
+azurite: $(AZURITE_BIN) ## install the pinned Azurite (npm ci in Azurite/)
+
+$(AZURITE_BIN): Azurite/package.json Azurite/package-lock.json
+	cd Azurite && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(AZURITE_BIN)
+
+build: ## build the host binary into bin/
+	$(GO) build -o bin/stratus ./host
+
+run: azurite ## start Azurite (unless already listening) and run the host on :7071
+	@Azurite/start.sh --if-needed
+	$(GO) run ./host
+
+test: azurite ## gofmt check, go vet, and go test -race against a private Azurite
+	@Azurite/test.sh
+
+bench: azurite ## run the benchmarks (BENCH <name> <value> <unit>)
+	$(GO) run ./tests/bench
