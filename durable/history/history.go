@@ -73,7 +73,7 @@ var typeNames = map[Type]string{
 	SubOrchestrationInstanceCreated:   "SubOrchestrationInstanceCreated",
 	SubOrchestrationInstanceCompleted: "SubOrchestrationInstanceCompleted",
 	SubOrchestrationInstanceFailed:    "SubOrchestrationInstanceFailed",
-	TimerCreated: "TimerCreated", TimerFired: "TimerFired",
+	TimerCreated:                      "TimerCreated", TimerFired: "TimerFired",
 	OrchestratorStarted: "OrchestratorStarted", OrchestratorCompleted: "OrchestratorCompleted",
 	EventSent: "EventSent", EventRaised: "EventRaised", ContinueAsNew: "ContinueAsNew",
 	GenericEvent: "GenericEvent", HistoryState: "HistoryState",
