@@ -11,7 +11,7 @@ if [ "${1:-}" = "--if-needed" ] && (exec 3<>/dev/tcp/127.0.0.1/10001) 2>/dev/nul
 fi
 mkdir -p data
 nohup node_modules/.bin/azurite --silent --disableTelemetry --skipApiVersionCheck --loose \
-  --location data --debug data/debug.log \
+  --location data \
   --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 > data/azurite.log 2>&1 &
 echo $! > data/azurite.pid
 for _ in $(seq 1 100); do

@@ -83,3 +83,11 @@ type ListenerFunc func(ctx context.Context, deliver Deliver) error
 
 // Listen calls f.
 func (f ListenerFunc) Listen(ctx context.Context, deliver Deliver) error { return f(ctx, deliver) }
+
+// ManualTrigger is an optional Listener capability: building an invocation
+// from the admin endpoint's {"input": "..."} body (POST /admin/functions/{name}),
+// as the Azure Functions host does for non-HTTP functions. Listeners without
+// it receive the input string as the trigger value.
+type ManualTrigger interface {
+	ManualInvocation(input string) (*registry.Invocation, error)
+}

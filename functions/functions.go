@@ -1,0 +1,18 @@
+// Package functions is the app's own functions: each sample lives in a
+// sub-package with its own Register, and Register here adds them all. The host
+// calls Register once at start-up.
+package functions
+
+import (
+	"errors"
+
+	"github.com/stratus-dev/stratus/functions/hello"
+	"github.com/stratus-dev/stratus/host/registry"
+)
+
+// Register registers every function of the app.
+func Register(r *registry.Registry) error {
+	return errors.Join(
+		hello.Register(r),
+	)
+}

@@ -1,0 +1,78 @@
+// Command host runs the Stratus function host: it loads host.json and
+// local.settings.json from the script root, registers the app's functions
+// and serves them until SIGINT or SIGTERM.
+//
+//	go run ./host [--port N] [--script-root DIR] [--log-format text|json] [--no-auth]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/stratus-dev/stratus/functions"
+	"github.com/stratus-dev/stratus/host/app"
+	"github.com/stratus-dev/stratus/host/config"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "stratus:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("host", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := fs.Int("port", 0, "HTTP port (default: Host.LocalHttpPort from local.settings.json, else 7071)")
+	root := fs.String("script-root", ".", "directory holding host.json and local.settings.json")
+	bind := fs.String("bind", "127.0.0.1", "address to listen on (use 0.0.0.0 in a container)")
+	logFormat := fs.String("log-format", "text", "log format: text (human-readable) or json")
+	noAuth := fs.Bool("no-auth", false, "turn off key checks for HTTP functions, admin and durable APIs (local development only)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: host [flags]\n\nRuns the Stratus function host.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *logFormat != "text" && *logFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", *logFormat)
+	}
+	cfg, err := config.Load(*root)
+	if err != nil {
+		return err
+	}
+	log := app.NewLogger(stdout, *logFormat, cfg.Host.Logging.LogLevel)
+	opts := app.Options{
+		Config:   cfg,
+		NoAuth:   *noAuth,
+		Logger:   log,
+		Register: functions.Register,
+	}
+	plugins(&opts)
+	h, err := app.New(opts)
+	if err != nil {
+		return err
+	}
+	if h.Keys.Generated && !*noAuth {
+		log.Info("no master key configured: generated one for this run (set FUNCTIONS_MASTER_KEY to choose it)", "master_key", h.Keys.Master())
+	}
+	addr := app.ListenAddr(*bind, *port, cfg)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return h.Run(ctx, ln)
+}
