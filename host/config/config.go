@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -121,7 +122,7 @@ func decodeJSON(data []byte, v any) error {
 			if field == "" {
 				field = "(root)"
 			}
-			return &FieldError{Field: field, Msg: fmt.Sprintf("expected %s, got JSON %s", describeType(typ), typ.Value)}
+			return &FieldError{Field: field, Msg: fmt.Sprintf("expected %s, got %s", describeType(typ), typ.Value)}
 		default:
 			return err
 		}
@@ -188,11 +189,11 @@ func (t *TimeSpan) UnmarshalJSON(b []byte) error {
 	}
 	var str string
 	if err := json.Unmarshal(b, &str); err != nil {
-		return fmt.Errorf("expected a time span string like \"00:05:00\", got %s", s)
+		return &json.UnmarshalTypeError{Value: "value " + s + " (want a time span string like \"00:05:00\")", Type: reflect.TypeFor[string]()}
 	}
 	d, err := ParseTimeSpan(str)
 	if err != nil {
-		return err
+		return &json.UnmarshalTypeError{Value: "string " + s + " (want hh:mm:ss or d.hh:mm:ss)", Type: reflect.TypeFor[string]()}
 	}
 	*t = TimeSpan(d)
 	return nil
