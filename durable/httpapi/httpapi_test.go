@@ -73,10 +73,12 @@ func (f *fakeClient) record(op, id string) error {
 func (f *fakeClient) RaiseEvent(_ context.Context, id, name, data string) error {
 	return f.record("raise "+name+" "+data, id)
 }
-func (f *fakeClient) Terminate(_ context.Context, id, r string) error { return f.record("terminate "+r, id) }
-func (f *fakeClient) Suspend(_ context.Context, id, r string) error   { return f.record("suspend", id) }
-func (f *fakeClient) Resume(_ context.Context, id, r string) error    { return f.record("resume", id) }
-func (f *fakeClient) Rewind(_ context.Context, id, r string) error    { return f.record("rewind", id) }
+func (f *fakeClient) Terminate(_ context.Context, id, r string) error {
+	return f.record("terminate "+r, id)
+}
+func (f *fakeClient) Suspend(_ context.Context, id, r string) error { return f.record("suspend", id) }
+func (f *fakeClient) Resume(_ context.Context, id, r string) error  { return f.record("resume", id) }
+func (f *fakeClient) Rewind(_ context.Context, id, r string) error  { return f.record("rewind", id) }
 func (f *fakeClient) Purge(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
