@@ -148,6 +148,18 @@ type Env struct {
 	Storage func(connection string) (*azstorage.Clients, error)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Host is the parsed host.json (extensions.queues, extensions.blobs,
+	// singleton, ...); nil means every default.
+	Host *config.HostJSON
+}
+
+// HostJSON returns Env.Host, or the defaults when it is nil.
+func (e *Env) HostJSON() *config.HostJSON {
+	if e == nil || e.Host == nil {
+		h := config.DefaultHostJSON()
+		return &h
+	}
+	return e.Host
 }
 
 // Clock returns the current time from Env.Now.
