@@ -88,19 +88,20 @@ func TestFiresOncePerVersionAcrossRestarts(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, nil)
 	r := newRuns()
-	path := "once-per-version/in/{name}.json"
-	upload(t, env, "once-per-version", "in/a.json", `{"v":1}`)
+	cont := triggertest.Unique("once")
+	path := cont + "/in/{name}.json"
+	upload(t, env, cont, "in/a.json", `{"v":1}`)
 	run1 := triggertest.Run(t, newListener(t, env, "Once", path, r.handler(false)), triggertest.Deliver)
 	r.waitFor(t, "in/a.json")
 	// Two sentinels written one after the other: the second is found by a
 	// later tick than the first, which has re-checked a.json.
-	upload(t, env, "once-per-version", "in/s1.json", "{}")
+	upload(t, env, cont, "in/s1.json", "{}")
 	r.waitFor(t, "in/s1.json")
-	upload(t, env, "once-per-version", "in/s2.json", "{}")
+	upload(t, env, cont, "in/s2.json", "{}")
 	r.waitFor(t, "in/s2.json")
-	upload(t, env, "once-per-version", "in/a.json", `{"v":2}`) // new version
+	upload(t, env, cont, "in/a.json", `{"v":2}`) // new version
 	r.waitFor(t, "in/a.json")
-	upload(t, env, "once-per-version", "in/ignored.txt", "not matched")
+	upload(t, env, cont, "in/ignored.txt", "not matched")
 	if err := run1.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,9 +109,9 @@ func TestFiresOncePerVersionAcrossRestarts(t *testing.T) {
 	// "Restart": a new listener with its own clients on the same storage.
 	env2 := triggertest.Env(t, nil)
 	run2 := triggertest.Run(t, newListener(t, env2, "Once", path, r.handler(false)), triggertest.Deliver)
-	upload(t, env2, "once-per-version", "in/s3.json", "{}")
+	upload(t, env2, cont, "in/s3.json", "{}")
 	r.waitFor(t, "in/s3.json")
-	upload(t, env2, "once-per-version", "in/s4.json", "{}")
+	upload(t, env2, cont, "in/s4.json", "{}")
 	r.waitFor(t, "in/s4.json")
 	if err := run2.Stop(); err != nil {
 		t.Fatal(err)
@@ -141,8 +142,9 @@ func TestPoisonBlobAfterThreshold(t *testing.T) {
 	h.Extensions.Blobs.PoisonBlobThreshold = 3
 	env := triggertest.Env(t, &h)
 	r := newRuns()
-	upload(t, env, "poison-blobs", "bad.txt", "x")
-	l := newListener(t, env, "PoisonBlob", "poison-blobs/{name}", r.handler(true))
+	cont, fname := triggertest.Unique("poison"), triggertest.Unique("PoisonBlob")
+	upload(t, env, cont, "bad.txt", "x")
+	l := newListener(t, env, fname, cont+"/{name}", r.handler(true))
 	run := triggertest.Run(t, l, triggertest.Deliver)
 	c, _ := env.Storage("")
 	q := c.Queue.NewQueueClient(PoisonQueue)
@@ -154,7 +156,7 @@ func TestPoisonBlobAfterThreshold(t *testing.T) {
 		}
 		for _, m := range res.Messages {
 			b, _ := base64.StdEncoding.DecodeString(*m.MessageText)
-			if json.Unmarshal(b, &msg) == nil && msg.FunctionID == "Host.Functions.PoisonBlob" {
+			if json.Unmarshal(b, &msg) == nil && msg.FunctionID == "Host.Functions."+fname {
 				return true
 			}
 		}
@@ -163,7 +165,7 @@ func TestPoisonBlobAfterThreshold(t *testing.T) {
 	if err := run.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if msg.Type != "BlobTrigger" || msg.ContainerName != "poison-blobs" || msg.BlobName != "bad.txt" || msg.ETag == "" {
+	if msg.Type != "BlobTrigger" || msg.ContainerName != cont || msg.BlobName != "bad.txt" || msg.ETag == "" {
 		t.Fatalf("poison message = %+v", msg)
 	}
 	if n := r.count("bad.txt"); n != 3 {
@@ -177,8 +179,9 @@ func TestOutputBindingNotifiesListener(t *testing.T) {
 	r := newRuns()
 	// The scan runs once at start and then only every hour: only the
 	// in-process notification can make the blob run during the test.
-	run := triggertest.Run(t, newListener(t, env, "Notified", "notified/{name}.txt", r.handler(false), WithPollInterval(time.Hour)), triggertest.Deliver)
-	out := storage.BlobOutput("out", "notified/{id}.txt")
+	cont := triggertest.Unique("notified")
+	run := triggertest.Run(t, newListener(t, env, "Notified", cont+"/{name}.txt", r.handler(false), WithPollInterval(time.Hour)), triggertest.Deliver)
+	out := storage.BlobOutput("out", cont+"/{id}.txt")
 	writer := registry.Function{Name: "Writer", Trigger: bindings.Binding{Type: "manual"}, Bindings: []bindings.Declared{out},
 		Handler: registry.HandlerFunc(func(ctx context.Context, inv *registry.Invocation) (any, error) {
 			return nil, out.WriteString(ctx, "hello")
@@ -186,7 +189,7 @@ func TestOutputBindingNotifiesListener(t *testing.T) {
 	triggertest.Bind(t, env, &writer)
 	// Let the start-up scan pass first (it would also find the blob): it
 	// ends by saving the scan cursor.
-	l := newListener(t, env, "Notified", "notified/{name}.txt", nil)
+	l := newListener(t, env, "Notified", cont+"/{name}.txt", nil)
 	triggertest.Eventually(t, 20*time.Second, "the start-up scan", func() bool {
 		cur, err := l.loadCursor(context.Background())
 		return err == nil && !cur.IsZero()
@@ -205,11 +208,12 @@ func TestTwoScannersProcessEachBlobOnce(t *testing.T) {
 	const n = 30
 	r := newRuns()
 	envA, envB := triggertest.Env(t, nil), triggertest.Env(t, nil)
+	cont := triggertest.Unique("two")
 	for i := range n {
-		upload(t, envA, "two-scanners", fmt.Sprintf("b%02d", i), "x")
+		upload(t, envA, cont, fmt.Sprintf("b%02d", i), "x")
 	}
-	a := newListener(t, envA, "TwoScan", "two-scanners/{name}", r.handler(false))
-	b := newListener(t, envB, "TwoScan", "two-scanners/{name}", r.handler(false))
+	a := newListener(t, envA, "TwoScan", cont+"/{name}", r.handler(false))
+	b := newListener(t, envB, "TwoScan", cont+"/{name}", r.handler(false))
 	// Both scan at once, as two leaders would around a lease hand-over.
 	// Blobs busy in one scanner are retried by its next tick.
 	ctx := context.Background()
@@ -246,10 +250,11 @@ func TestScanIsBounded(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, nil)
 	r := newRuns()
+	cont := triggertest.Unique("bounded")
 	for i := range 12 {
-		upload(t, env, "bounded-scan", fmt.Sprintf("b%02d", i), "x")
+		upload(t, env, cont, fmt.Sprintf("b%02d", i), "x")
 	}
-	l := newListener(t, env, "Bounded", "bounded-scan/{name}", r.handler(false), WithMaxBlobsPerTick(5))
+	l := newListener(t, env, "Bounded", cont+"/{name}", r.handler(false), WithMaxBlobsPerTick(5))
 	ctx := context.Background()
 
 	// A cursor later than every blob (beyond the skew) makes none a candidate.

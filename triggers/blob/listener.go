@@ -586,4 +586,3 @@ func deref[T any](p *T) T {
 	}
 	return *p
 }
-

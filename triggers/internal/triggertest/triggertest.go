@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +160,10 @@ func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Unique returns prefix followed by a short random suffix, so that a test
+// run with -count=N does not see the storage left by the previous run.
+func Unique(prefix string) string {
+	return prefix + "-" + strings.ReplaceAll(bindings.NewGUID(), "-", "")[:8]
 }
