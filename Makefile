@@ -19,7 +19,7 @@ build: ## build the host binary into bin/
 
 run: azurite ## start Azurite (unless already listening) and run the host on :7071
 	@Azurite/start.sh --if-needed
-	$(GO) run ./host
+	$(GO) run ./host --no-auth
 
 test: azurite ## gofmt check, go vet, and go test -race against a private Azurite
 	@Azurite/test.sh

@@ -84,6 +84,7 @@ type Host struct {
 	Mux *http.ServeMux
 
 	opts      Options
+	runCtx    context.Context
 	listeners map[string]triggers.Listener
 	started   time.Time
 	state     string
@@ -119,6 +120,7 @@ func New(opts Options) (*Host, error) {
 	h.Pipeline = &pipeline.Pipeline{Logger: opts.Logger, Timeout: cfg.Host.Timeout(), Retry: cfg.Host.Retry, RetryTriggers: pipeline.DefaultRetryTriggers}
 	h.Keys = httptrigger.LoadKeys(cfg.Settings, opts.NoAuth)
 	h.Router = httptrigger.NewRouter(cfg.Host.RoutePrefix(), h.Keys, opts.Logger)
+	h.Router.SetDeliver(h.Pipeline.Deliver)
 	httptrigger.Register(h.Triggers, h.Router)
 	for _, reg := range opts.Triggers {
 		reg(h.Triggers)
@@ -221,6 +223,9 @@ func (h *Host) Run(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	h.stateMu.Lock()
+	h.runCtx = runCtx
+	h.stateMu.Unlock()
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(h.listeners)+len(h.opts.Extensions)+1)

@@ -208,7 +208,12 @@ func (h *Host) invokeFunction(w http.ResponseWriter, r *http.Request) {
 		inv = built
 	}
 	// The invocation outlives the request but not the host.
-	ctx := context.WithoutCancel(r.Context())
+	h.stateMu.Lock()
+	ctx := h.runCtx
+	h.stateMu.Unlock()
+	if ctx == nil {
+		ctx = context.WithoutCancel(r.Context())
+	}
 	go func() { _, _ = h.Pipeline.Deliver(ctx, inv) }()
 	w.WriteHeader(http.StatusAccepted)
 }

@@ -173,14 +173,13 @@ func Register(r *triggers.Registry, router *Router) {
 		if t.Route, err = env.Settings.Resolve(t.Route); err != nil {
 			return nil, fmt.Errorf("function %s: route: %w", fn.Name, err)
 		}
-		rt, err := router.add(fn, t)
-		if err != nil {
+		if _, err := router.add(fn, t); err != nil {
 			return nil, err
 		}
-		return triggers.ListenerFunc(func(ctx context.Context, deliver triggers.Deliver) error {
-			rt.setDeliver(deliver)
+		// The router serves the route through the deliver the host gave it
+		// (Router.SetDeliver); the listener only marks the route's lifetime.
+		return triggers.ListenerFunc(func(ctx context.Context, _ triggers.Deliver) error {
 			<-ctx.Done()
-			rt.setDeliver(nil)
 			return nil
 		}), nil
 	})

@@ -20,29 +20,23 @@ type Router struct {
 	keys   *Keys
 	log    *slog.Logger
 
-	mu     sync.RWMutex
-	routes []*route
+	mu      sync.RWMutex
+	routes  []*route
+	deliver triggers.Deliver
+}
+
+// SetDeliver sets the pipeline that runs invocations. The host calls it once
+// before serving, so that routes answer as soon as the server listens.
+func (rt *Router) SetDeliver(d triggers.Deliver) {
+	rt.mu.Lock()
+	rt.deliver = d
+	rt.mu.Unlock()
 }
 
 type route struct {
 	fn      *registry.Function
 	trigger Trigger
 	tmpl    *Route
-
-	mu      sync.RWMutex
-	deliver triggers.Deliver
-}
-
-func (r *route) setDeliver(d triggers.Deliver) {
-	r.mu.Lock()
-	r.deliver = d
-	r.mu.Unlock()
-}
-
-func (r *route) getDeliver() triggers.Deliver {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.deliver
 }
 
 func (r *route) allows(method string) bool {
@@ -155,7 +149,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusUnauthorized, "", fmt.Sprintf("function %s requires a %s key (x-functions-key header or code query parameter)", r.fn.Name, r.trigger.AuthLevel))
 		return
 	}
-	deliver := r.getDeliver()
+	rt.mu.RLock()
+	deliver := rt.deliver
+	rt.mu.RUnlock()
 	if deliver == nil {
 		writeError(w, http.StatusServiceUnavailable, "", "function "+r.fn.Name+" is not listening")
 		return

@@ -22,6 +22,10 @@ func setup(t *testing.T, settings map[string]string, fns ...registry.Function) *
 	s := config.NewSettings(nil, config.LocalSettings{Values: settings})
 	keys := LoadKeys(s, false)
 	router := NewRouter("api", keys, nil)
+	router.SetDeliver(func(ctx context.Context, inv *registry.Invocation) (any, error) {
+		inv.ID = "inv-1"
+		return inv.Function.Handler.Invoke(ctx, inv)
+	})
 	tr := triggers.NewRegistry()
 	Register(tr, router)
 	env := &bindings.Env{Settings: s}
@@ -39,12 +43,8 @@ func setup(t *testing.T, settings map[string]string, fns ...registry.Function) *
 	ready := make(chan struct{}, len(started))
 	for _, l := range started {
 		go func() {
-			deliver := func(ctx context.Context, inv *registry.Invocation) (any, error) {
-				inv.ID = "inv-1"
-				return inv.Function.Handler.Invoke(ctx, inv)
-			}
 			ready <- struct{}{}
-			_ = l.Listen(ctx, deliver)
+			_ = l.Listen(ctx, nil)
 			done <- struct{}{}
 		}()
 	}

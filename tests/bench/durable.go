@@ -1,0 +1,4 @@
+package main
+
+// durableWorkloads returns the durable engine's workloads.
+func durableWorkloads() []workload { return nil }
