@@ -17,7 +17,7 @@ import (
 	"github.com/stratus-dev/stratus/bindings/storage"
 	"github.com/stratus-dev/stratus/host/config"
 	"github.com/stratus-dev/stratus/host/registry"
-	"github.com/stratus-dev/stratus/triggers/internal/triggertest"
+	"github.com/stratus-dev/stratus/tests/triggertest"
 	"github.com/stratus-dev/stratus/triggers/queue"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stratus-dev/stratus/bindings"
 	"github.com/stratus-dev/stratus/host/config"
-	"github.com/stratus-dev/stratus/triggers/internal/triggertest"
+	"github.com/stratus-dev/stratus/tests/triggertest"
 )
 
 func TestMain(m *testing.M) { triggertest.Main(m) }

@@ -1,4 +1,4 @@
-// Package triggertest owns the helpers the storage trigger tests share: an
+// Package triggertest owns the helpers the storage trigger and binding tests share: an
 // Azurite per test package, a bindings.Env over it, a minimal Deliver with
 // the pipeline's contract, and running a listener under a test.
 package triggertest
