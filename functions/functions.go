@@ -7,6 +7,7 @@ import (
 	"errors"
 
 	"github.com/stratus-dev/stratus/functions/hello"
+	"github.com/stratus-dev/stratus/functions/storage"
 	"github.com/stratus-dev/stratus/host/registry"
 )
 
@@ -14,5 +15,6 @@ import (
 func Register(r *registry.Registry) error {
 	return errors.Join(
 		hello.Register(r),
+		storage.Register(r),
 	)
 }

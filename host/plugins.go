@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/stratus-dev/stratus/host/app"
 	"github.com/stratus-dev/stratus/triggers"
+	"github.com/stratus-dev/stratus/triggers/blob"
 	"github.com/stratus-dev/stratus/triggers/queue"
 	"github.com/stratus-dev/stratus/triggers/timer"
 )
@@ -12,5 +13,6 @@ func plugins(opts *app.Options) {
 	opts.Triggers = append(opts.Triggers,
 		func(r *triggers.Registry) { timer.Register(r) },
 		func(r *triggers.Registry) { queue.Register(r) },
+		func(r *triggers.Registry) { blob.Register(r) },
 	)
 }

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stratus-dev/stratus/functions"
+	"github.com/stratus-dev/stratus/functions/hello"
 	"github.com/stratus-dev/stratus/host/app"
 	"github.com/stratus-dev/stratus/host/config"
 )
@@ -26,7 +26,7 @@ var (
 // same text, with the same load generator in the same run.
 func benchHTTP(*benchConfig) (map[string]float64, error) {
 	cfg := &config.Config{Root: ".", Host: config.DefaultHostJSON(), Settings: config.NewSettings(nil, config.LocalSettings{})}
-	h, err := app.New(app.Options{Config: cfg, Logger: app.NewLogger(io.Discard, "text", map[string]string{"default": "Warning"}), Register: functions.Register})
+	h, err := app.New(app.Options{Config: cfg, Logger: app.NewLogger(io.Discard, "text", map[string]string{"default": "Warning"}), Register: hello.Register})
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/stratus-dev/stratus/bindings/storage"
 	"github.com/stratus-dev/stratus/host/config"
 	"github.com/stratus-dev/stratus/host/registry"
-	"github.com/stratus-dev/stratus/triggers/internal/triggertest"
+	"github.com/stratus-dev/stratus/tests/triggertest"
 	"github.com/stratus-dev/stratus/triggers/queue"
 )
 
@@ -93,12 +93,13 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 func TestMessageProcessedThenDeleted(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, hostJSON(nil))
-	qc := qclient(t, env, "processed-once")
+	qn := triggertest.Unique("processed")
+	qc := qclient(t, env, qn)
 	put(t, qc, b64(`{"name":"ada","n":1}`))
 
 	got := make(chan *queue.Message, 1)
 	var data map[string]any
-	r := start(t, env, queue.Function("Processed", queue.Trigger{QueueName: "processed-once"}, func(ctx context.Context, m *queue.Message) error {
+	r := start(t, env, queue.Function("Processed", queue.Trigger{QueueName: qn}, func(ctx context.Context, m *queue.Message) error {
 		data = registry.FromContext(ctx).Data
 		got <- m
 		return nil
@@ -127,19 +128,20 @@ func TestMessageProcessedThenDeleted(t *testing.T) {
 func TestPoisonAfterMaxDequeueCount(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, hostJSON(nil))
-	qc := qclient(t, env, "always-fails")
+	qn := triggertest.Unique("fails")
+	qc := qclient(t, env, qn)
 	put(t, qc, b64("original text"))
 
 	var mu sync.Mutex
 	var counts []int64
-	r := start(t, env, queue.Function("Fails", queue.Trigger{QueueName: "always-fails"}, func(ctx context.Context, m *queue.Message) error {
+	r := start(t, env, queue.Function("Fails", queue.Trigger{QueueName: qn}, func(ctx context.Context, m *queue.Message) error {
 		mu.Lock()
 		counts = append(counts, m.DequeueCount)
 		mu.Unlock()
 		return errors.New("boom")
 	}))
-	poison := qclient(t, env, "always-fails-poison")
-	triggertest.Eventually(t, 20*time.Second, "message in always-fails-poison", func() bool { return len(peekAll(t, poison)) > 0 })
+	poison := qclient(t, env, qn+"-poison")
+	triggertest.Eventually(t, 20*time.Second, "message in the poison queue", func() bool { return len(peekAll(t, poison)) > 0 })
 	if err := r.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +172,7 @@ func TestEncoding(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			env := triggertest.Env(t, hostJSON(func(q *config.QueueOptions) { q.MessageEncoding = tc.encoding }))
-			in, out := fmt.Sprintf("enc-in-%d", i), fmt.Sprintf("enc-out-%d", i)
+			in, out := triggertest.Unique(fmt.Sprintf("enc-in-%d", i)), triggertest.Unique(fmt.Sprintf("enc-out-%d", i))
 			put(t, qclient(t, env, in), tc.raw)
 			got := make(chan string, 1)
 			o := storage.QueueOutput("out", out)
@@ -194,19 +196,20 @@ func TestEncoding(t *testing.T) {
 func TestFailedOutputsAreDropped(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, hostJSON(func(q *config.QueueOptions) { q.MaxDequeueCount = 2 }))
-	put(t, qclient(t, env, "drop-in"), b64("x"))
-	o := storage.QueueOutput("out", "drop-out")
-	r := start(t, env, queue.Function("Drop", queue.Trigger{QueueName: "drop-in"}, func(ctx context.Context, m *queue.Message) error {
+	in, out := triggertest.Unique("drop-in"), triggertest.Unique("drop-out")
+	put(t, qclient(t, env, in), b64("x"))
+	o := storage.QueueOutput("out", out)
+	r := start(t, env, queue.Function("Drop", queue.Trigger{QueueName: in}, func(ctx context.Context, m *queue.Message) error {
 		if err := o.Add(ctx, "should not be written"); err != nil {
 			return err
 		}
 		return errors.New("fail after writing")
 	}, registry.WithBindings(o)))
-	triggertest.Eventually(t, 20*time.Second, "poisoned", func() bool { return len(peekAll(t, qclient(t, env, "drop-in-poison"))) == 1 })
+	triggertest.Eventually(t, 20*time.Second, "poisoned", func() bool { return len(peekAll(t, qclient(t, env, in+"-poison"))) == 1 })
 	if err := r.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if msgs := peekAll(t, qclient(t, env, "drop-out")); len(msgs) != 0 {
+	if msgs := peekAll(t, qclient(t, env, out)); len(msgs) != 0 {
 		t.Fatalf("a failed invocation wrote %q", msgs)
 	}
 }
@@ -216,7 +219,8 @@ func TestTwoListenersProcessEachMessageOnce(t *testing.T) {
 	const n = 200
 	envA := triggertest.Env(t, hostJSON(nil))
 	envB := triggertest.Env(t, hostJSON(nil))
-	qc := qclient(t, envA, "two-hosts")
+	qn := triggertest.Unique("two-hosts")
+	qc := qclient(t, envA, qn)
 	if err := storage.CreateQueue(context.Background(), qc); err != nil {
 		t.Fatal(err)
 	}
@@ -236,8 +240,8 @@ func TestTwoListenersProcessEachMessageOnce(t *testing.T) {
 			return nil
 		}
 	}
-	ra := start(t, envA, queue.Function("Two", queue.Trigger{QueueName: "two-hosts"}, handler("a")))
-	rb := start(t, envB, queue.Function("Two", queue.Trigger{QueueName: "two-hosts"}, handler("b")))
+	ra := start(t, envA, queue.Function("Two", queue.Trigger{QueueName: qn}, handler("a")))
+	rb := start(t, envB, queue.Function("Two", queue.Trigger{QueueName: qn}, handler("b")))
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {

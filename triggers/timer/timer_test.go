@@ -10,7 +10,7 @@ import (
 
 	"github.com/stratus-dev/stratus/bindings"
 	"github.com/stratus-dev/stratus/host/config"
-	"github.com/stratus-dev/stratus/triggers/internal/triggertest"
+	"github.com/stratus-dev/stratus/tests/triggertest"
 )
 
 func TestMain(m *testing.M) { triggertest.Main(m) }
@@ -96,7 +96,8 @@ func TestFakeClockScheduleCollapsesMissedRunsAndDetectsPastDue(t *testing.T) {
 	clock := newFakeClock(start)
 	runs := make(chan *Info, 8)
 	handler := func(_ context.Context, i *Info) error { runs <- i; return nil }
-	l := listener(t, env, "FakeMinute", Trigger{Schedule: "0 * * * * *"}, handler, WithClock(clock))
+	name := triggertest.Unique("FakeMinute")
+	l := listener(t, env, name, Trigger{Schedule: "0 * * * * *"}, handler, WithClock(clock))
 	if !l.UseMonitor() {
 		t.Fatal("useMonitor is off for a once-a-minute schedule")
 	}
@@ -124,7 +125,7 @@ func TestFakeClockScheduleCollapsesMissedRunsAndDetectsPastDue(t *testing.T) {
 
 	// "Restart" 24 minutes later: 10:07 was missed, so one past-due run.
 	clock2 := newFakeClock(time.Date(2024, 5, 1, 10, 30, 0, 0, time.UTC))
-	l2 := listener(t, env, "FakeMinute", Trigger{Schedule: "0 * * * * *"}, handler, WithClock(clock2))
+	l2 := listener(t, env, name, Trigger{Schedule: "0 * * * * *"}, handler, WithClock(clock2))
 	triggertest.Run(t, l2, triggertest.Deliver)
 	pd := <-runs
 	if !pd.IsPastDue || pd.ScheduleStatus == nil || !pd.ScheduleStatus.Next.Equal(time.Date(2024, 5, 1, 10, 7, 0, 0, time.UTC)) {
@@ -143,7 +144,7 @@ func TestFakeClockScheduleCollapsesMissedRunsAndDetectsPastDue(t *testing.T) {
 func TestPastDueWithRealClock(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, hostJSON())
-	name := "DailyPastDue"
+	name := triggertest.Unique("DailyPastDue")
 	sched, _ := ParseSchedule("0 0 3 * * *", nil)
 	now := time.Now().UTC()
 	last := sched.Next(now.Add(-72 * time.Hour))
@@ -164,7 +165,7 @@ func TestRunOnStartup(t *testing.T) {
 	t.Parallel()
 	env := triggertest.Env(t, hostJSON())
 	runs := make(chan *Info, 2)
-	l := listener(t, env, "Startup", Trigger{Schedule: "0 0 3 1 1 *", RunOnStartup: true}, func(_ context.Context, i *Info) error { runs <- i; return nil })
+	l := listener(t, env, triggertest.Unique("Startup"), Trigger{Schedule: "0 0 3 1 1 *", RunOnStartup: true}, func(_ context.Context, i *Info) error { runs <- i; return nil })
 	triggertest.Run(t, l, triggertest.Deliver)
 	if got := <-runs; got.IsPastDue || got.ScheduleStatus == nil {
 		t.Fatalf("startup run = %+v, want not past due, with a status", got)
@@ -207,8 +208,9 @@ func TestTwoListenersFireEachOccurrenceOnce(t *testing.T) {
 	t.Parallel()
 	occ := newOccurrences()
 	trig := Trigger{Schedule: "* * * * * *"}
-	a := listener(t, triggertest.Env(t, hostJSON()), "PerSecond", trig, occ.handler("a"))
-	b := listener(t, triggertest.Env(t, hostJSON()), "PerSecond", trig, occ.handler("b"))
+	name := triggertest.Unique("PerSecond")
+	a := listener(t, triggertest.Env(t, hostJSON()), name, trig, occ.handler("a"))
+	b := listener(t, triggertest.Env(t, hostJSON()), name, trig, occ.handler("b"))
 	ra := triggertest.Run(t, a, triggertest.Deliver)
 	rb := triggertest.Run(t, b, triggertest.Deliver)
 	for range 3 {
@@ -235,8 +237,9 @@ func TestTwoLeadersAtOnceFireEachOccurrenceOnce(t *testing.T) {
 	t.Parallel()
 	occ := newOccurrences()
 	trig := Trigger{Schedule: "* * * * * *"}
-	a := listener(t, triggertest.Env(t, hostJSON()), "SplitBrain", trig, occ.handler("a"))
-	b := listener(t, triggertest.Env(t, hostJSON()), "SplitBrain", trig, occ.handler("b"))
+	name := triggertest.Unique("SplitBrain")
+	a := listener(t, triggertest.Env(t, hostJSON()), name, trig, occ.handler("a"))
+	b := listener(t, triggertest.Env(t, hostJSON()), name, trig, occ.handler("b"))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.lead(ctx, triggertest.Deliver) })
@@ -253,8 +256,9 @@ func TestClaimIsExclusive(t *testing.T) {
 	t.Parallel()
 	const n = 8
 	ls := make([]*Listener, n)
+	name := triggertest.Unique("Claim")
 	for i := range ls {
-		ls[i] = listener(t, triggertest.Env(t, hostJSON()), "Claim", Trigger{Schedule: "0 * * * * *"}, func(context.Context, *Info) error { return nil })
+		ls[i] = listener(t, triggertest.Env(t, hostJSON()), name, Trigger{Schedule: "0 * * * * *"}, func(context.Context, *Info) error { return nil })
 	}
 	for round := range 3 {
 		at := time.Date(2024, 1, 1, 0, round, 0, 0, time.UTC)

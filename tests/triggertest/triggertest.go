@@ -1,4 +1,4 @@
-// Package triggertest owns the helpers the storage trigger tests share: an
+// Package triggertest owns the helpers the storage trigger and binding tests share: an
 // Azurite per test package, a bindings.Env over it, a minimal Deliver with
 // the pipeline's contract, and running a listener under a test.
 package triggertest
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,4 +160,10 @@ func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Unique returns prefix followed by a short random suffix, so that a test
+// run with -count=N does not see the storage left by the previous run.
+func Unique(prefix string) string {
+	return prefix + "-" + strings.ReplaceAll(bindings.NewGUID(), "-", "")[:8]
 }
