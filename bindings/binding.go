@@ -151,6 +151,18 @@ type Env struct {
 	// Host is the parsed host.json (extensions.queues, extensions.blobs,
 	// singleton, ...); nil means every default.
 	Host *config.HostJSON
+	// Services holds what host extensions offer to bindings, by name (the
+	// durable extension's client is "durableClient"). Extensions fill it in
+	// their Init, before any binding is bound.
+	Services map[string]any
+}
+
+// Service returns the extension service registered under name, or nil.
+func (e *Env) Service(name string) any {
+	if e == nil {
+		return nil
+	}
+	return e.Services[name]
 }
 
 // HostJSON returns Env.Host, or the defaults when it is nil.

@@ -116,7 +116,7 @@ func New(opts Options) (*Host, error) {
 		storage:   map[string]*azstorage.Clients{},
 		state:     "Initialized",
 	}
-	h.Env = &bindings.Env{Settings: cfg.Settings, Logger: opts.Logger, HostID: HostID(cfg), Storage: h.openStorage, Host: &cfg.Host}
+	h.Env = &bindings.Env{Settings: cfg.Settings, Logger: opts.Logger, HostID: HostID(cfg), Storage: h.openStorage, Host: &cfg.Host, Services: map[string]any{}}
 	h.Pipeline = &pipeline.Pipeline{Logger: opts.Logger, Timeout: cfg.Host.Timeout(), Retry: cfg.Host.Retry, RetryTriggers: pipeline.DefaultRetryTriggers}
 	h.Keys = httptrigger.LoadKeys(cfg.Settings, opts.NoAuth)
 	h.Router = httptrigger.NewRouter(cfg.Host.RoutePrefix(), h.Keys, opts.Logger)
