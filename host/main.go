@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/stratus-dev/stratus/functions"
@@ -22,24 +23,40 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "stratus:", err)
-		}
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		// --help printed the usage: not a failure.
+	default:
+		fmt.Fprintln(os.Stderr, "stratus:", oneLine(err))
 		os.Exit(1)
 	}
+}
+
+// oneLine renders err on a single line: start-up problems (several bad
+// fields, several functions missing one setting) are joined with "; " so
+// that the host always fails with one clear line, never a stack trace.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	port := fs.Int("port", 0, "HTTP port (default: Host.LocalHttpPort from local.settings.json, else 7071)")
-	root := fs.String("script-root", ".", "directory holding host.json and local.settings.json")
+	root := fs.String("script-root", "", "directory holding host.json and local.settings.json (default: the current directory)")
 	bind := fs.String("bind", "127.0.0.1", "address to listen on (use 0.0.0.0 in a container)")
 	logFormat := fs.String("log-format", "text", "log format: text (human-readable) or json")
 	noAuth := fs.Bool("no-auth", false, "turn off key checks for HTTP functions, admin and durable APIs (local development only)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: host [flags]\n\nRuns the Stratus function host.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: host [flags]\n\nRuns the Stratus function host: loads host.json and local.settings.json from\nthe script root, registers the app's functions and serves them until SIGINT or\nSIGTERM. A configuration problem stops it with one line naming the file and\nthe field, and exit status 1.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,6 +64,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if *logFormat != "text" && *logFormat != "json" {
 		return fmt.Errorf("--log-format must be text or json, not %q", *logFormat)
+	}
+	if *root == "" {
+		*root = "."
 	}
 	cfg, err := config.Load(*root)
 	if err != nil {

@@ -97,11 +97,23 @@ func newHandle(typ string, dir bindings.Direction, name string, props map[string
 // Metadata returns the function.json binding.
 func (h *handle) Metadata() bindings.Binding { return h.md }
 
-// Bind resolves the connection to the host's shared clients.
+// Bind resolves the connection to the host's shared clients and checks that
+// every %Setting% the binding's properties reference is set, so that a
+// missing setting stops the host at start-up rather than failing each
+// invocation.
 func (h *handle) Bind(env *bindings.Env) error {
+	if env.Settings != nil {
+		for _, k := range h.md.SortedKeys() {
+			if v, ok := h.md.Properties[k].(string); ok && k != "connection" {
+				if _, err := env.Settings.Resolve(v); err != nil {
+					return fmt.Errorf("property %s %q: %w", k, v, err)
+				}
+			}
+		}
+	}
 	c, err := env.Storage(h.md.String("connection"))
 	if err != nil {
-		return err
+		return fmt.Errorf("property connection: %w", err)
 	}
 	h.env, h.clients = env, c
 	return nil

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/stratus-dev/stratus/bindings"
 	"github.com/stratus-dev/stratus/bindings/storage"
+	"github.com/stratus-dev/stratus/host/config"
 	"github.com/stratus-dev/stratus/host/registry"
 	"github.com/stratus-dev/stratus/tests/triggertest"
 )
@@ -197,5 +202,43 @@ func TestValidateQueueName(t *testing.T) {
 		if err := storage.ValidateQueueName(name); (err == nil) != ok {
 			t.Errorf("%q: err = %v, want ok=%v", name, err, ok)
 		}
+	}
+}
+
+func TestQueueOutputManyMessagesAndSettings(t *testing.T) {
+	t.Parallel()
+	env := triggertest.Env(t, nil)
+	prefix := triggertest.Unique("many")
+	out := storage.QueueOutput("out", "%OutQueue%-{dir}")
+
+	// A %Setting% that is not set stops the host when it binds, naming the
+	// property and the setting.
+	err := out.Bind(env)
+	var miss *config.MissingSettingError
+	if !errors.As(err, &miss) || miss.Name != "OutQueue" || !strings.Contains(err.Error(), "queueName") {
+		t.Fatalf("Bind without the setting: err = %v, want a MissingSettingError for OutQueue naming queueName", err)
+	}
+
+	env.Settings = config.NewSettings(nil, config.LocalSettings{Values: map[string]string{"OutQueue": prefix}})
+	if err := invoke(t, env, map[string]any{"dir": "x"}, func(ctx context.Context) error {
+		return out.AddAll(ctx, "one", map[string]int{"two": 2}, []byte("three"))
+	}, out); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.Storage("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Queue.NewQueueClient(prefix+"-x").PeekMessages(context.Background(), &azqueue.PeekMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range res.Messages {
+		b, _ := storage.DecodeMessage(*m.MessageText, storage.EncodingBase64)
+		got = append(got, string(b))
+	}
+	if want := `[one {"two":2} three]`; fmt.Sprint(got) != want {
+		t.Fatalf("queue %s-x holds %v, want %s", prefix, got, want)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,7 +136,7 @@ func New(opts Options) (*Host, error) {
 			return nil, fmt.Errorf("register functions: %w", err)
 		}
 	}
-	var errs []error
+	var problems startupProblems
 	for _, fn := range h.Registry.Functions() {
 		if !h.enabled(fn) {
 			h.Logger.Info("function disabled", "function", fn.Name)
@@ -144,27 +145,75 @@ func New(opts Options) (*Host, error) {
 		for _, b := range fn.Bindings {
 			if binder, ok := b.(bindings.Binder); ok {
 				if err := binder.Bind(h.Env); err != nil {
-					errs = append(errs, fmt.Errorf("function %s: binding %s: %w", fn.Name, b.Metadata().Name, err))
+					problems.add(fn.Name, fmt.Errorf("function %s: binding %s: %w", fn.Name, b.Metadata().Name, err))
 				}
 			}
 		}
 		factory, err := h.Triggers.Lookup(fn.Trigger.Type)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("function %s: %w", fn.Name, err))
+			problems.add(fn.Name, fmt.Errorf("function %s: %w", fn.Name, err))
 			continue
 		}
 		l, err := factory(h.Env, fn)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("function %s: %w", fn.Name, err))
+			problems.add(fn.Name, fmt.Errorf("function %s: %w", fn.Name, err))
 			continue
 		}
 		h.listeners[fn.Name] = l
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := problems.err(); err != nil {
 		return nil, err
 	}
 	h.routes()
 	return h, nil
+}
+
+// startupProblems collects the configuration errors of every function, so
+// that one start-up reports them all. A setting that several functions
+// reference but that is not set is reported once, with the functions.
+type startupProblems struct {
+	errs    []error
+	missing map[string]*missingSetting
+}
+
+type missingSetting struct {
+	first     error
+	functions []string
+}
+
+func (p *startupProblems) add(function string, err error) {
+	var miss *config.MissingSettingError
+	if !errors.As(err, &miss) {
+		p.errs = append(p.errs, err)
+		return
+	}
+	if p.missing == nil {
+		p.missing = map[string]*missingSetting{}
+	}
+	m, ok := p.missing[miss.Name]
+	if !ok {
+		m = &missingSetting{first: err}
+		p.missing[miss.Name] = m
+		p.errs = append(p.errs, err) // placeholder, rewritten in err
+	}
+	if !slices.Contains(m.functions, function) {
+		m.functions = append(m.functions, function)
+	}
+}
+
+func (p *startupProblems) err() error {
+	out := make([]error, 0, len(p.errs))
+	for _, err := range p.errs {
+		var miss *config.MissingSettingError
+		if errors.As(err, &miss) {
+			if m := p.missing[miss.Name]; len(m.functions) > 1 && m.first == err {
+				out = append(out, fmt.Errorf("%w (referenced by functions %s)", miss, strings.Join(m.functions, ", ")))
+				continue
+			}
+		}
+		out = append(out, err)
+	}
+	return errors.Join(out...)
 }
 
 func (h *Host) enabled(fn *registry.Function) bool {

@@ -89,11 +89,16 @@ func Load(root string) (*Config, error) {
 
 // FileError is a configuration problem in one file.
 type FileError struct {
+	// File is the path of the file.
 	File string
-	Err  error
+	// Err is the problem; several problems (errors.Join) are reported on
+	// one line, separated by "; ".
+	Err error
 }
 
-func (e *FileError) Error() string { return e.File + ": " + e.Err.Error() }
+func (e *FileError) Error() string {
+	return e.File + ": " + strings.ReplaceAll(e.Err.Error(), "\n", "; ")
+}
 
 func (e *FileError) Unwrap() error { return e.Err }
 
