@@ -1,4 +1,6 @@
-// Package hello holds the HttpHello sample: the smallest HTTP-triggered function.
+// Package hello holds the HTTP samples: HttpHello, the smallest
+// HTTP-triggered function, and HttpEcho, a key-protected function that shows
+// what a handler receives.
 package hello
 
 import (
@@ -10,12 +12,22 @@ import (
 	"github.com/stratus-dev/stratus/triggers/httptrigger"
 )
 
-// Register adds HttpHello: GET|POST /api/hello?name=X greets X. POST may carry
-// the name as JSON {"name": "X"} instead.
+// Register adds the HTTP samples:
+//
+//   - HttpHello: GET|POST /api/hello?name=X greets X (anonymous). POST may
+//     carry the name as JSON {"name": "X"} instead.
+//   - HttpEcho: any method on /api/echo/{*path} (authLevel function) answers
+//     with JSON of the method, the route value, the query, the request
+//     headers and the body.
 func Register(r *registry.Registry) error {
-	return r.Add(httptrigger.Function("HttpHello",
+	if err := r.Add(httptrigger.Function("HttpHello",
 		httptrigger.Trigger{Route: "hello", Methods: []string{"GET", "POST"}, AuthLevel: httptrigger.Anonymous},
-		hello))
+		hello)); err != nil {
+		return err
+	}
+	return r.Add(httptrigger.Function("HttpEcho",
+		httptrigger.Trigger{Route: "echo/{*path}", AuthLevel: httptrigger.FunctionLevel},
+		echo))
 }
 
 func hello(ctx context.Context, req *httptrigger.Request) (*httptrigger.Response, error) {
@@ -34,4 +46,31 @@ func hello(ctx context.Context, req *httptrigger.Request) (*httptrigger.Response
 	}
 	registry.Logger(ctx).Info("greeting", "name", name)
 	return httptrigger.Text(http.StatusOK, "Hello, "+name+". This HTTP triggered function executed successfully."), nil
+}
+
+// Echo is HttpEcho's answer.
+type Echo struct {
+	Method  string              `json:"method"`
+	Path    string              `json:"path"`
+	Query   map[string][]string `json:"query"`
+	Headers map[string][]string `json:"headers"`
+	Body    string              `json:"body"`
+}
+
+func echo(_ context.Context, req *httptrigger.Request) (*httptrigger.Response, error) {
+	q := map[string][]string{}
+	for k, v := range req.Query {
+		if !strings.EqualFold(k, "code") { // never echo a key
+			q[k] = v
+		}
+	}
+	h := map[string][]string{}
+	for k, v := range req.Header {
+		if !strings.EqualFold(k, "x-functions-key") {
+			h[k] = v
+		}
+	}
+	res := httptrigger.JSON(http.StatusOK, Echo{Method: req.Method, Path: req.Params["path"], Query: q, Headers: h, Body: string(req.Body)})
+	res.Header.Set("X-Echo-Method", req.Method)
+	return res, nil
 }

@@ -76,6 +76,13 @@ type Options struct {
 	Args []string
 	// Port is the port to use; a free one when zero.
 	Port int
+	// Implicit runs the host in the script root without --port and
+	// --script-root, so that it must find both on its own (the working
+	// directory; Host.LocalHttpPort from local.settings.json, which Port
+	// must then name).
+	Implicit bool
+	// NoMasterKey leaves FUNCTIONS_MASTER_KEY unset.
+	NoMasterKey bool
 }
 
 // Process is a running host.
@@ -144,9 +151,18 @@ func Launch(bin string, o Options) (*Process, error) {
 		}
 		port = ports[0]
 	}
-	args := append([]string{"--port", strconv.Itoa(port), "--script-root", root, "--log-format", "json"}, o.Args...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "AzureWebJobsStorage="+o.Storage, "FUNCTIONS_MASTER_KEY="+MasterKey)
+	args := []string{"--port", strconv.Itoa(port), "--script-root", root, "--log-format", "json"}
+	if o.Implicit {
+		args = []string{"--log-format", "json"}
+	}
+	cmd := exec.Command(bin, append(args, o.Args...)...)
+	if o.Implicit {
+		cmd.Dir = root
+	}
+	cmd.Env = append(os.Environ(), "AzureWebJobsStorage="+o.Storage)
+	if !o.NoMasterKey {
+		cmd.Env = append(cmd.Env, "FUNCTIONS_MASTER_KEY="+MasterKey)
+	}
 	cmd.Env = append(cmd.Env, o.Env...)
 	logs := &syncBuffer{}
 	cmd.Stdout = logs
