@@ -265,8 +265,12 @@ func (h *Host) Listening(name string) bool {
 }
 
 // Run serves until ctx is done, then shuts down gracefully: the HTTP server
-// stops accepting, listeners stop, in-flight invocations finish (bounded by
-// ShutdownTimeout) and extensions stop.
+// stops accepting and the listeners stop taking new work at once, while
+// in-flight invocations (HTTP requests included) keep a live context and get
+// up to ShutdownTimeout to finish. Then their contexts are cancelled, and Run
+// waits at most a short grace period more (ShutdownTimeout, at most 5 s) for
+// handlers that ignore cancellation before it returns an error, so that a
+// stuck handler cannot keep the process from exiting.
 func (h *Host) Run(ctx context.Context, ln net.Listener) error {
 	h.started = time.Now()
 	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 30 * time.Second}
@@ -276,28 +280,42 @@ func (h *Host) Run(ctx context.Context, ln net.Listener) error {
 	h.runCtx = runCtx
 	h.stateMu.Unlock()
 
+	// drainCtx ends when in-flight invocations must give up.
+	drainCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+	deliver := func(lctx context.Context, inv *registry.Invocation) (any, error) {
+		ictx, icancel := context.WithCancel(context.WithoutCancel(lctx))
+		defer icancel()
+		defer context.AfterFunc(drainCtx, icancel)()
+		return h.Pipeline.Deliver(ictx, inv)
+	}
+
 	var wg sync.WaitGroup
-	errc := make(chan error, len(h.listeners)+len(h.opts.Extensions)+1)
+	var errMu sync.Mutex
+	var errs []error
+	fail := func(err error) {
+		errMu.Lock()
+		errs = append(errs, err)
+		errMu.Unlock()
+		cancel(err)
+	}
 	for _, ext := range h.opts.Extensions {
 		wg.Go(func() {
 			if err := ext.Run(runCtx); err != nil {
-				errc <- fmt.Errorf("extension: %w", err)
-				cancel(err)
+				fail(fmt.Errorf("extension: %w", err))
 			}
 		})
 	}
 	for name, l := range h.listeners {
 		wg.Go(func() {
-			if err := l.Listen(runCtx, h.Pipeline.Deliver); err != nil && runCtx.Err() == nil {
-				errc <- fmt.Errorf("function %s: listener stopped: %w", name, err)
-				cancel(err)
+			if err := l.Listen(runCtx, deliver); err != nil && runCtx.Err() == nil {
+				fail(fmt.Errorf("function %s: listener stopped: %w", name, err))
 			}
 		})
 	}
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("http server: %w", err)
-			cancel(err)
+			fail(fmt.Errorf("http server: %w", err))
 		}
 	})
 	h.setState("Running")
@@ -309,21 +327,28 @@ func (h *Host) Run(ctx context.Context, ln net.Listener) error {
 	}
 	<-runCtx.Done()
 	h.setState("Stopping")
-	h.Logger.Info("host stopping")
+	h.Logger.Info("host stopping", "shutdown_timeout", h.opts.ShutdownTimeout)
 	sctx, scancel := context.WithTimeout(context.Background(), h.opts.ShutdownTimeout)
 	defer scancel()
-	_ = srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close() // cancels the requests still running
+	}
 	if err := h.Pipeline.Close(sctx); err != nil {
-		h.Logger.Warn("shutdown", "error", err)
+		h.Logger.Warn("in-flight invocations did not finish within the shutdown timeout; cancelling them", "error", err)
 	}
-	wg.Wait()
+	hardStop()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+	grace := min(h.opts.ShutdownTimeout, 5*time.Second)
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+		fail(fmt.Errorf("shutdown: invocations still running %s after they were cancelled; exiting without them", grace))
+	}
 	h.setState("Stopped")
-	close(errc)
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
 	h.Logger.Info("host stopped")
+	errMu.Lock()
+	defer errMu.Unlock()
 	return errors.Join(errs...)
 }
 

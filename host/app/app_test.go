@@ -2,14 +2,20 @@ package app
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/stratus-dev/stratus/bindings"
 	"github.com/stratus-dev/stratus/host/config"
 	"github.com/stratus-dev/stratus/host/registry"
+	"github.com/stratus-dev/stratus/triggers"
 	"github.com/stratus-dev/stratus/triggers/httptrigger"
 )
 
@@ -81,5 +87,136 @@ func TestDuplicateFunctionNamesFailAtStartup(t *testing.T) {
 	}})
 	if err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// blockingTrigger is a trigger plugin for tests: its listener delivers one
+// invocation as soon as it listens, then waits for the host to stop.
+const blockingTrigger = "testBlockingTrigger"
+
+func registerBlockingTrigger(r *triggers.Registry) {
+	r.Register(blockingTrigger, func(_ *bindings.Env, fn *registry.Function) (triggers.Listener, error) {
+		return triggers.ListenerFunc(func(ctx context.Context, deliver triggers.Deliver) error {
+			var wg sync.WaitGroup
+			wg.Go(func() { _, _ = deliver(ctx, &registry.Invocation{Function: fn}) })
+			<-ctx.Done()
+			wg.Wait()
+			return nil
+		}), nil
+	})
+}
+
+// shutdownHost runs a host with one HTTP function and one blocking-trigger
+// function, both running handler.
+func shutdownHost(t *testing.T, timeout time.Duration, handler func(ctx context.Context) error) (h *Host, url string, stop func() error) {
+	t.Helper()
+	cfg := &config.Config{Root: t.TempDir(), Host: config.DefaultHostJSON(), Settings: config.NewSettings(nil, config.LocalSettings{})}
+	h, err := New(Options{Config: cfg, Logger: NewLogger(io.Discard, "text", nil), ShutdownTimeout: timeout,
+		Triggers: []func(*triggers.Registry){registerBlockingTrigger},
+		Register: func(r *registry.Registry) error {
+			return errors.Join(
+				r.Add(httptrigger.Function("Slow", httptrigger.Trigger{AuthLevel: httptrigger.Anonymous}, func(ctx context.Context, _ *httptrigger.Request) (*httptrigger.Response, error) {
+					if err := handler(ctx); err != nil {
+						return nil, err
+					}
+					return httptrigger.Text(http.StatusOK, "finished"), nil
+				})),
+				r.Add(registry.Function{Name: "Background", Trigger: bindings.Binding{Type: blockingTrigger, Name: "t"},
+					Handler: registry.HandlerFunc(func(ctx context.Context, _ *registry.Invocation) (any, error) { return nil, handler(ctx) })}),
+			)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx, ln) }()
+	return h, "http://" + ln.Addr().String() + "/api/Slow", func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Minute):
+			t.Fatal("Run did not return within a minute of the shutdown")
+			return nil
+		}
+	}
+}
+
+func TestShutdownLetsInFlightInvocationsFinish(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 2)
+	release := make(chan struct{})
+	results := make(chan error, 2)
+	h, url, stop := shutdownHost(t, time.Minute, func(ctx context.Context) error {
+		started <- struct{}{}
+		<-release
+		// Still alive after the shutdown began: the invocation may finish.
+		results <- ctx.Err()
+		return ctx.Err()
+	})
+	<-started // the background invocation
+	type reply struct {
+		status int
+		body   string
+		err    error
+	}
+	replies := make(chan reply, 1)
+	go func() {
+		res, err := http.Get(url)
+		if err != nil {
+			replies <- reply{err: err}
+			return
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		replies <- reply{status: res.StatusCode, body: string(b)}
+	}()
+	<-started // the HTTP invocation
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	for h.State() != "Stopping" {
+		runtime.Gosched()
+	}
+	close(release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Errorf("an in-flight invocation's context ended at shutdown: %v", err)
+		}
+	}
+	if r := <-replies; r.err != nil || r.status != 200 || r.body != "finished" {
+		t.Errorf("in-flight HTTP request = %d %q %v, want 200 finished", r.status, r.body, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestShutdownIsBounded(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 1)
+	cancelled := make(chan struct{})
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
+	_, _, stop := shutdownHost(t, 200*time.Millisecond, func(ctx context.Context) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		close(cancelled)
+		<-never // a handler that does not return even when cancelled
+		return nil
+	})
+	<-started
+	err := stop()
+	select {
+	case <-cancelled:
+	default:
+		t.Error("the in-flight invocation's context was not cancelled after the shutdown timeout")
+	}
+	if err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("Run = %v, want an error about the invocation still running", err)
 	}
 }

@@ -36,6 +36,17 @@ type Pipeline struct {
 	inflight sync.WaitGroup
 	mu       sync.Mutex
 	closed   bool
+	stopping chan struct{} // closed by Close: retry waits end
+}
+
+// stop returns the channel Close closes.
+func (p *Pipeline) stop() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping == nil {
+		p.stopping = make(chan struct{})
+	}
+	return p.stopping
 }
 
 // DefaultRetryTriggers are the trigger types whose invocations the Azure
@@ -104,6 +115,11 @@ func (p *Pipeline) Deliver(ctx context.Context, inv *registry.Invocation) (any, 
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-p.stop():
+			// Shutting down: no new attempts; the trigger's own redelivery
+			// (queue visibility, blob receipts) takes over.
 			t.Stop()
 			return nil, err
 		case <-t.C:
@@ -183,11 +199,16 @@ func reason(fn *registry.Function) string {
 	return "New " + fn.Trigger.Type + " event"
 }
 
-// Close stops accepting invocations and waits for in-flight ones until ctx
-// is done.
+// Close stops accepting invocations, ends retry waits (the attempt that
+// failed is the invocation's last) and waits for in-flight ones until ctx is
+// done.
 func (p *Pipeline) Close(ctx context.Context) error {
+	stopping := p.stop()
 	p.mu.Lock()
-	p.closed = true
+	if !p.closed {
+		p.closed = true
+		close(stopping)
+	}
 	p.mu.Unlock()
 	done := make(chan struct{})
 	go func() { p.inflight.Wait(); close(done) }()

@@ -103,3 +103,48 @@ func TestCloseRejectsNewWork(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestFunctionRetryPolicyWinsOverHost(t *testing.T) {
+	t.Parallel()
+	ms := config.TimeSpan(time.Millisecond)
+	host := &config.RetryPolicy{Strategy: "fixedDelay", MaxRetryCount: 5, DelayInterval: &ms}
+	p := &Pipeline{Retry: host, RetryTriggers: DefaultRetryTriggers}
+	var calls atomic.Int32
+	var retryCounts []int
+	f := fn("timerTrigger", func(_ context.Context, inv *registry.Invocation) (any, error) {
+		calls.Add(1)
+		retryCounts = append(retryCounts, inv.RetryCount)
+		return nil, errors.New("fail")
+	})
+	f.Retry = &config.RetryPolicy{Strategy: "exponentialBackoff", MaxRetryCount: 1, MinimumInterval: &ms, MaximumInterval: &ms}
+	inv := &registry.Invocation{Function: f}
+	if _, err := p.Deliver(context.Background(), inv); err == nil {
+		t.Fatal("want the last attempt's error")
+	}
+	if calls.Load() != 2 || inv.RetryCount != 1 || retryCounts[0] != 0 || retryCounts[1] != 1 {
+		t.Fatalf("%d calls with retry counts %v, want 2 (the function's maxRetryCount 1 wins over the host's 5)", calls.Load(), retryCounts)
+	}
+}
+
+func TestCloseEndsRetryWaits(t *testing.T) {
+	t.Parallel()
+	hour := config.TimeSpan(time.Hour)
+	p := &Pipeline{Retry: &config.RetryPolicy{Strategy: "fixedDelay", MaxRetryCount: -1, DelayInterval: &hour}, RetryTriggers: DefaultRetryTriggers}
+	failed := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Deliver(context.Background(), &registry.Invocation{Function: fn("queueTrigger", func(context.Context, *registry.Invocation) (any, error) {
+			failed <- struct{}{}
+			return nil, errors.New("fail")
+		})})
+		done <- err
+	}()
+	<-failed
+	// The invocation now waits an hour for its retry; shutting down ends it.
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || err.Error() != "fail" {
+		t.Fatalf("Deliver = %v, want the failed attempt's error", err)
+	}
+}
