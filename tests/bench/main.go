@@ -78,9 +78,13 @@ func main() {
 	}
 }
 
+// workloads lists every workload; -only selects some by name. Add a
+// workload by appending it here (the durable engine's come from
+// durableWorkloads).
 func workloads() []workload {
 	return append([]workload{
 		{name: "http", run: benchHTTP},
+		{name: "queue", run: benchQueue},
 	}, durableWorkloads()...)
 }
 
