@@ -86,6 +86,7 @@ type Listener struct {
 	mu       sync.Mutex
 	inflight int
 	finished chan struct{} // signalled (non-blocking) when a message is done
+	onPoll   func(inflight int)
 }
 
 var (
@@ -169,6 +170,9 @@ func (l *Listener) Listen(ctx context.Context, deliver triggers.Deliver) error {
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if l.onPoll != nil {
+			l.onPoll(l.inFlight())
 		}
 		res, err := l.queue.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{
 			NumberOfMessages:  to.Ptr(int32(l.opts.BatchSize)),

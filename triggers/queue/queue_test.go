@@ -311,3 +311,121 @@ func TestFactoryErrors(t *testing.T) {
 		}
 	}
 }
+
+// At most batchSize + newBatchThreshold messages run at once: the next batch
+// is fetched only when no more than newBatchThreshold are in flight.
+func TestBatchSizeAndNewBatchThreshold(t *testing.T) {
+	t.Parallel()
+	const n = 6
+	env := triggertest.Env(t, hostJSON(func(q *config.QueueOptions) { q.BatchSize = 2; q.NewBatchThreshold = 1 }))
+	qn := triggertest.Unique("batches")
+	qc := qclient(t, env, qn)
+	for i := range n {
+		put(t, qc, b64(fmt.Sprint(i)))
+	}
+	var mu sync.Mutex
+	active, maxActive, done := 0, 0, 0
+	var polls []int
+	release := make(chan struct{}, n)
+	fn := queue.Function("Batches", queue.Trigger{QueueName: qn}, func(ctx context.Context, m *queue.Message) error {
+		mu.Lock()
+		active++
+		maxActive = max(maxActive, active)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		active--
+		done++
+		mu.Unlock()
+		return nil
+	})
+	l, err := queue.NewListener(env, &fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue.SetPollHook(l, func(inflight int) {
+		mu.Lock()
+		polls = append(polls, inflight)
+		mu.Unlock()
+	})
+	r := triggertest.Run(t, l, triggertest.Deliver)
+	state := func() (int, int) { mu.Lock(); defer mu.Unlock(); return active, done }
+	triggertest.Eventually(t, 20*time.Second, "the first batch of 2 running", func() bool { a, _ := state(); return a == 2 })
+	for i := range n {
+		release <- struct{}{}
+		triggertest.Eventually(t, 20*time.Second, "a message done", func() bool { _, d := state(); return d == i+1 })
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if maxActive > 3 {
+		t.Errorf("%d messages ran at once, want at most batchSize 2 + newBatchThreshold 1", maxActive)
+	}
+	for _, p := range polls {
+		if p > 1 {
+			t.Fatalf("polled with %d messages in flight (polls %v), want at most newBatchThreshold 1", p, polls)
+		}
+	}
+}
+
+// A failed message stays invisible for visibilityTimeout before its next
+// attempt. (The bound is a lower bound: storage cannot show the message
+// earlier, however fast the machine.)
+func TestVisibilityTimeoutOnFailure(t *testing.T) {
+	t.Parallel()
+	vis := config.TimeSpan(2 * time.Second)
+	env := triggertest.Env(t, hostJSON(func(q *config.QueueOptions) { q.VisibilityTimeout = &vis }))
+	qn := triggertest.Unique("visibility")
+	put(t, qclient(t, env, qn), b64("retry me"))
+	var failedAt time.Time
+	second := make(chan time.Time, 1)
+	r := start(t, env, queue.Function("Visibility", queue.Trigger{QueueName: qn}, func(ctx context.Context, m *queue.Message) error {
+		if m.DequeueCount == 1 {
+			failedAt = time.Now()
+			return errors.New("first attempt fails")
+		}
+		second <- time.Now()
+		return nil
+	}))
+	again := <-second
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if gap := again.Sub(failedAt); gap < 1500*time.Millisecond {
+		t.Fatalf("the failed message came back after %s, want at least the 2 s visibilityTimeout", gap)
+	}
+}
+
+func TestQueueCreatedIfMissingAndTypedJSON(t *testing.T) {
+	t.Parallel()
+	env := triggertest.Env(t, hostJSON(func(q *config.QueueOptions) { q.MaxDequeueCount = 1 }))
+	qn := triggertest.Unique("typed")
+	qc := qclient(t, env, qn)
+	type order struct {
+		ID    string `json:"id"`
+		Total int    `json:"total"`
+	}
+	got := make(chan order, 1)
+	r := start(t, env, queue.FunctionJSON("Typed", queue.Trigger{QueueName: qn}, func(_ context.Context, o order, m *queue.Message) error {
+		got <- o
+		return nil
+	}))
+	triggertest.Eventually(t, 20*time.Second, "the listener to create its queue", func() bool {
+		_, err := qc.GetProperties(context.Background(), nil)
+		return err == nil
+	})
+	put(t, qc, b64(`not json`))
+	put(t, qc, b64(`{"id":"o-1","total":42}`))
+	if o := <-got; o.ID != "o-1" || o.Total != 42 {
+		t.Fatalf("typed message = %+v", o)
+	}
+	// A message that does not decode fails, and so ends in the poison queue.
+	triggertest.Eventually(t, 20*time.Second, "the undecodable message in the poison queue", func() bool {
+		return fmt.Sprint(peekAll(t, qclient(t, env, qn+"-poison"))) == "["+b64("not json")+"]"
+	})
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
