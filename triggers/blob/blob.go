@@ -15,8 +15,9 @@
 // and on success marks the receipt Complete. Receipts live in storage, so
 // this holds across restarts and across every host process that shares the
 // account, whichever of them noticed the blob. A blob whose function failed
-// poisonBlobThreshold times (host.json extensions.blobs, default 5; each
-// attempt counted in the receipt) is reported on the queue
+// poisonBlobThreshold times (host.json extensions.blobs; when unset,
+// extensions.queues.maxDequeueCount, as before storage extension 5; default
+// 5; each attempt counted in the receipt) is reported on the queue
 // webjobs-blobtrigger-poison with the host's message JSON
 // {"Type":"BlobTrigger","FunctionId","BlobType","ContainerName","BlobName","ETag"}
 // and its receipt is marked Poisoned, so it does not run again.

@@ -138,9 +138,28 @@ func TestFiresOncePerVersionAcrossRestarts(t *testing.T) {
 
 func TestPoisonBlobAfterThreshold(t *testing.T) {
 	t.Parallel()
-	h := config.DefaultHostJSON()
-	h.Extensions.Blobs.PoisonBlobThreshold = 3
-	env := triggertest.Env(t, &h)
+	cases := []struct {
+		name            string
+		poison, dequeue int
+		attempts        int
+	}{
+		{"poisonBlobThreshold", 3, 0, 3},
+		{"maxDequeueCount when poisonBlobThreshold is unset", 0, 2, 2},
+		{"poisonBlobThreshold wins", 4, 2, 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := config.DefaultHostJSON()
+			h.Extensions.Blobs.PoisonBlobThreshold = tc.poison
+			h.Extensions.Queues.MaxDequeueCount = tc.dequeue
+			testPoisonBlob(t, &h, tc.attempts)
+		})
+	}
+}
+
+func testPoisonBlob(t *testing.T, h *config.HostJSON, attempts int) {
+	env := triggertest.Env(t, h)
 	r := newRuns()
 	cont, fname := triggertest.Unique("poison"), triggertest.Unique("PoisonBlob")
 	upload(t, env, cont, "bad.txt", "x")
@@ -168,8 +187,8 @@ func TestPoisonBlobAfterThreshold(t *testing.T) {
 	if msg.Type != "BlobTrigger" || msg.ContainerName != cont || msg.BlobName != "bad.txt" || msg.ETag == "" {
 		t.Fatalf("poison message = %+v", msg)
 	}
-	if n := r.count("bad.txt"); n != 3 {
-		t.Fatalf("attempts = %d, want 3", n)
+	if n := r.count("bad.txt"); n != attempts {
+		t.Fatalf("attempts = %d, want %d", n, attempts)
 	}
 }
 

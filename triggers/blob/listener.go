@@ -100,6 +100,11 @@ func NewListener(env *bindings.Env, fn *registry.Function, opts ...ListenerOptio
 	bo := env.HostJSON().Extensions.Blobs
 	threshold := bo.PoisonBlobThreshold
 	if threshold <= 0 {
+		// Before storage extension 5 the blob trigger used the queues'
+		// maxDequeueCount; it still applies when poisonBlobThreshold is unset.
+		threshold = env.HostJSON().Extensions.Queues.MaxDequeueCount
+	}
+	if threshold <= 0 {
 		threshold = DefaultPoisonBlobThreshold
 	}
 	mdop := bo.MaxDegreeOfParallelism
