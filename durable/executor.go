@@ -156,6 +156,7 @@ type executor struct {
 	failure            *history.FailureDetails
 	can                *continueAsNewError
 	broken             bool // the dispatcher cannot be trusted (stuck coroutine)
+	hardFailed         bool // failed by the runtime (non-determinism, panic, deadlock)
 	closed             bool
 }
 
@@ -563,18 +564,23 @@ func (e *executor) finish(status history.Status, output string, fd *history.Fail
 }
 
 func (e *executor) fail(err error) {
-	if e.finished {
+	if e.finished || e.completedInHistory {
 		return
 	}
-	e.forceFail(err)
+	e.setFailed(err)
 }
 
 // forceFail fails the execution even if the orchestrator already returned in
-// this (uncommitted) episode.
+// this (uncommitted) episode; the first such failure wins.
 func (e *executor) forceFail(err error) {
-	if e.completedInHistory {
+	if e.completedInHistory || e.hardFailed {
 		return
 	}
+	e.hardFailed = true
+	e.setFailed(err)
+}
+
+func (e *executor) setFailed(err error) {
 	msg, _ := encodeJSON(fmt.Sprintf("Orchestrator function '%s' failed: %s", e.name, err.Error()))
 	e.finished = false
 	e.can = nil
