@@ -313,3 +313,64 @@ func TestFactoryErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleFromSettingsAndTimeZone(t *testing.T) {
+	t.Parallel()
+	env := triggertest.Env(t, hostJSON())
+	cs, _ := env.Settings.Connection("")
+	env.Settings = config.NewSettings(nil, config.LocalSettings{Values: map[string]string{
+		"AzureWebJobsStorage": cs, "WEBSITE_TIME_ZONE": "Europe/Paris",
+		"Nightly": "0 0 1 * * *", "Often": "*/10 * * * * *", "Every5": "00:05:00", "Every10s": "00:00:10",
+	}})
+	noop := func(context.Context, *Info) error { return nil }
+	cases := []struct {
+		schedule   string
+		from, want time.Time
+		useMonitor bool
+	}{
+		// 01:00 in Paris is 00:00 UTC in winter and 23:00 UTC in summer.
+		{"%Nightly%", time.Date(2024, 1, 10, 12, 0, 0, 0, time.UTC), time.Date(2024, 1, 11, 0, 0, 0, 0, time.UTC), true},
+		{"%Nightly%", time.Date(2024, 7, 10, 12, 0, 0, 0, time.UTC), time.Date(2024, 7, 10, 23, 0, 0, 0, time.UTC), true},
+		// More than once a minute: useMonitor is off by default.
+		{"%Often%", time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(2024, 1, 1, 0, 0, 10, 0, time.UTC), false},
+		// TimeSpan schedules: the previous occurrence plus the interval.
+		{"%Every5%", time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(2024, 1, 1, 0, 5, 1, 0, time.UTC), true},
+		{"%Every10s%", time.Date(2024, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(2024, 1, 1, 0, 0, 11, 0, time.UTC), false},
+	}
+	for _, tc := range cases {
+		l := listener(t, env, "Zoned", Trigger{Schedule: tc.schedule}, noop)
+		if got := l.Schedule().Next(tc.from); !got.Equal(tc.want) {
+			t.Errorf("%s: next after %s = %s, want %s", tc.schedule, tc.from, got.UTC(), tc.want)
+		}
+		if l.UseMonitor() != tc.useMonitor {
+			t.Errorf("%s: useMonitor = %v, want %v", tc.schedule, l.UseMonitor(), tc.useMonitor)
+		}
+	}
+	env.Settings = config.NewSettings(nil, config.LocalSettings{Values: map[string]string{"AzureWebJobsStorage": cs, "WEBSITE_TIME_ZONE": "Mars/Olympus"}})
+	fn := Function("BadZone", Trigger{Schedule: "0 0 1 * * *"}, noop)
+	if _, err := New(env, &fn); err == nil || !strings.Contains(err.Error(), "WEBSITE_TIME_ZONE") {
+		t.Fatalf("unknown zone: err = %v, want it to name WEBSITE_TIME_ZONE", err)
+	}
+}
+
+// A stored status from a different schedule is not a missed occurrence: the
+// next occurrence is recomputed and the first run is not past due.
+func TestChangedScheduleIsNotPastDue(t *testing.T) {
+	t.Parallel()
+	env := triggertest.Env(t, hostJSON())
+	clock := newFakeClock(time.Date(2024, 5, 1, 10, 0, 30, 0, time.UTC))
+	runs := make(chan *Info, 2)
+	l := listener(t, env, triggertest.Unique("Changed"), Trigger{Schedule: "0 0 11 * * *"}, func(_ context.Context, i *Info) error { runs <- i; return nil }, WithClock(clock))
+	// Written by the old, once-a-minute schedule; its Next (10:00) has passed.
+	old := &ScheduleStatus{Last: time.Date(2024, 5, 1, 9, 59, 0, 0, time.UTC), Next: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)}
+	if err := l.writeStatus(context.Background(), old, nil); err != nil {
+		t.Fatal(err)
+	}
+	triggertest.Run(t, l, triggertest.Deliver)
+	<-clock.armed
+	clock.Advance(59*time.Minute + 30*time.Second) // 11:00:00
+	got := <-runs
+	if got.IsPastDue || !got.Occurrence.Equal(time.Date(2024, 5, 1, 11, 0, 0, 0, time.UTC)) {
+		t.Fatalf("first run = %+v, want the 11:00 occurrence, not past due", got)
+	}
+}
