@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -218,5 +219,45 @@ func TestShutdownIsBounded(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "still running") {
 		t.Fatalf("Run = %v, want an error about the invocation still running", err)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, cors, origin string
+		creds              bool
+		wantOrigin         string
+	}{
+		{"any origin", "*", "https://a.example", false, "*"},
+		{"listed origin", "https://a.example, https://b.example", "https://b.example", false, "https://b.example"},
+		{"unlisted origin", "https://a.example", "https://evil.example", false, ""},
+		{"credentials echo the origin", "*", "https://a.example", true, "https://a.example"},
+		{"no CORS configured", "", "https://a.example", false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := &config.Config{Root: t.TempDir(), Host: config.DefaultHostJSON(), Settings: config.NewSettings(nil, config.LocalSettings{})}
+			cfg.Local.Host.CORS, cfg.Local.Host.CORSCredentials = tc.cors, tc.creds
+			h, err := New(Options{Config: cfg, Logger: NewLogger(io.Discard, "text", nil), Register: func(r *registry.Registry) error {
+				return r.Add(httptrigger.Function("Hi", httptrigger.Trigger{AuthLevel: httptrigger.Anonymous}, func(context.Context, *httptrigger.Request) (*httptrigger.Response, error) {
+					return httptrigger.Text(http.StatusOK, "hi"), nil
+				}))
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest("GET", "/api/Hi", nil)
+			req.Header.Set("Origin", tc.origin)
+			w := httptest.NewRecorder()
+			h.Handler().ServeHTTP(w, req)
+			if w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != tc.wantOrigin {
+				t.Fatalf("GET with Origin %s: %d, Access-Control-Allow-Origin %q; want 200, %q", tc.origin, w.Code, w.Header().Get("Access-Control-Allow-Origin"), tc.wantOrigin)
+			}
+			if got := w.Header().Get("Access-Control-Allow-Credentials") == "true"; got != tc.creds {
+				t.Fatalf("Access-Control-Allow-Credentials = %v, want %v", got, tc.creds)
+			}
+		})
 	}
 }
