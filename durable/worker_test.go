@@ -119,7 +119,6 @@ func TestWorkerHelloSequence(t *testing.T) {
 	}
 }
 
-
 func square(_ context.Context, x int) (int, error) { return x * x, nil }
 
 func fanOut(ctx *durable.OrchestrationContext, n int) (int, error) {
@@ -273,8 +272,12 @@ func TestWorkerActivityFailures(t *testing.T) {
 	t.Parallel()
 	x := startWorker(t, registry{
 		orchestrators: map[string]durable.Orchestrator{
-			"Missing": func(ctx *durable.OrchestrationContext) (any, error) { return nil, ctx.CallActivity("NoSuchActivity", nil).Await(nil) },
-			"Panics":  func(ctx *durable.OrchestrationContext) (any, error) { return nil, ctx.CallActivity("Boom", nil).Await(nil) },
+			"Missing": func(ctx *durable.OrchestrationContext) (any, error) {
+				return nil, ctx.CallActivity("NoSuchActivity", nil).Await(nil)
+			},
+			"Panics": func(ctx *durable.OrchestrationContext) (any, error) {
+				return nil, ctx.CallActivity("Boom", nil).Await(nil)
+			},
 		},
 		activities: map[string]durable.ActivityFunc{"Boom": func(context.Context, json.RawMessage) (any, error) { panic("kaboom") }},
 	})
@@ -446,8 +449,10 @@ func TestWorkerNoGoroutineLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	x := startWorker(t, registry{
 		orchestrators: map[string]durable.Orchestrator{
-			"Bill":  durable.Orchestration(billing),
-			"Never": func(ctx *durable.OrchestrationContext) (any, error) { return nil, ctx.WaitForExternalEvent("x").Await(nil) },
+			"Bill": durable.Orchestration(billing),
+			"Never": func(ctx *durable.OrchestrationContext) (any, error) {
+				return nil, ctx.WaitForExternalEvent("x").Await(nil)
+			},
 		},
 		activities: map[string]durable.ActivityFunc{
 			"Charge": durable.Activity(func(_ context.Context, s string) (string, error) { return s, nil }),
