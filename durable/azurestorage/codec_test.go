@@ -80,7 +80,7 @@ func sampleEvents() []*history.Event {
 	return []*history.Event{
 		{EventType: history.ExecutionStarted, EventID: -1, Timestamp: ts, Name: "HelloSequence", Input: `"in"`,
 			OrchestrationInstance: &history.Instance{InstanceID: "i1", ExecutionID: "e1"}, ScheduledStartTime: &start, Generation: 2,
-			Tags: map[string]string{"k": "v"},
+			Tags:           map[string]string{"k": "v"},
 			ParentInstance: &history.ParentInstance{Name: "Parent", OrchestrationInstance: history.Instance{InstanceID: "p", ExecutionID: "pe"}, TaskScheduleID: 4}},
 		{EventType: history.TaskScheduled, EventID: 0, Timestamp: ts, Name: "SayHello", Input: `"Tokyo"`},
 		{EventType: history.TaskCompleted, EventID: -1, Timestamp: ts, TaskScheduledID: 0, Result: `"Hello Tokyo!"`},
