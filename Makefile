@@ -17,9 +17,12 @@ $(AZURITE_BIN): Azurite/package.json Azurite/package-lock.json
 build: ## build the host binary into bin/
 	$(GO) build -o bin/stratus ./host
 
-run: azurite ## start Azurite (unless already listening) and run the host on :7071
+# HOST_ARGS adds host flags to `make run`, e.g. make run HOST_ARGS="--port 7072".
+HOST_ARGS ?=
+
+run: azurite ## start Azurite (unless already listening) and run the host on :7071 (keys off)
 	@Azurite/start.sh --if-needed
-	$(GO) run ./host --no-auth
+	$(GO) run ./host --no-auth $(HOST_ARGS)
 
 test: azurite ## gofmt check, go vet, and go test -race against a private Azurite
 	@Azurite/test.sh
