@@ -22,6 +22,8 @@ var (
 	// instance (raise event, terminate, suspend, resume) when the instance
 	// has already completed, failed or been terminated.
 	ErrInstanceFinished = errors.New("instance is no longer running")
+	// ErrNotFailed is returned by Rewind for an instance that is not Failed.
+	ErrNotFailed = errors.New("only failed instances can be rewound")
 )
 
 // NonDeterminismCode is the stable, searchable code carried by every

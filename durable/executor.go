@@ -897,6 +897,9 @@ func (e *executor) state(now time.Time) backend.InstanceState {
 // executor to keep (the last one, after ContinueAsNew).
 func (g *engine) process(ex *executor, wi *backend.OrchestrationWorkItem, now time.Time) (*backend.OrchestrationCompletion, *executor, *episode) {
 	if ex == nil {
+		if c, rex, ep, ok := g.rewind(wi, now); ok {
+			return c, rex, ep
+		}
 		ex = g.newExecutor(wi.InstanceID)
 		ex.replay(wi.History)
 	}

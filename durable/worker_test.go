@@ -499,3 +499,56 @@ func coroutines() int {
 	n := runtime.Stack(buf, true)
 	return strings.Count(string(buf[:n]), "durable.(*coroutine).run")
 }
+
+func TestWorkerRewind(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	broken := true
+	x := startWorker(t, registry{
+		orchestrators: map[string]durable.Orchestrator{"Chain": func(ctx *durable.OrchestrationContext) (any, error) {
+			a, err := durable.Await[string](ctx.CallActivity("Step", "a"))
+			if err != nil {
+				return nil, err
+			}
+			p := durable.RetryPolicy{FirstRetryInterval: time.Millisecond, MaxAttempts: 2}
+			b, err := durable.Await[string](ctx.CallActivity("Step", "b", durable.WithRetry(p)))
+			if err != nil {
+				return nil, err
+			}
+			return a + b, nil
+		}},
+		activities: map[string]durable.ActivityFunc{"Step": durable.Activity(func(_ context.Context, s string) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if s == "b" && broken {
+				return "", errors.New("b is broken")
+			}
+			return s, nil
+		})},
+	})
+	st := x.run(t, "Chain", nil, durable.WithStartInstanceID("rewind-me"))
+	if st.RuntimeStatus != history.StatusFailed {
+		t.Fatalf("status %s", st.RuntimeStatus)
+	}
+	if err := x.client.Rewind(x.ctx, "rewind-me", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	// Still broken: the rewound call fails again and so does the instance.
+	st, err := x.client.WaitForCompletion(x.ctx, "rewind-me")
+	if err != nil || st.RuntimeStatus != history.StatusFailed {
+		t.Fatalf("%v %+v", err, st)
+	}
+	mu.Lock()
+	broken = false
+	mu.Unlock()
+	if err := x.client.Rewind(x.ctx, "rewind-me", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = x.client.WaitForCompletion(x.ctx, "rewind-me")
+	if err != nil || st.RuntimeStatus != history.StatusCompleted || st.Output != `"ab"` {
+		t.Fatalf("after rewind: %v %+v", err, st)
+	}
+	if err := x.client.Rewind(x.ctx, "rewind-me", "again"); !errors.Is(err, durable.ErrNotFailed) {
+		t.Errorf("rewind of a completed instance: %v", err)
+	}
+}
