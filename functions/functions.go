@@ -6,6 +6,7 @@ package functions
 import (
 	"errors"
 
+	"github.com/stratus-dev/stratus/functions/billing"
 	"github.com/stratus-dev/stratus/functions/hello"
 	"github.com/stratus-dev/stratus/functions/storage"
 	"github.com/stratus-dev/stratus/host/registry"
@@ -15,6 +16,7 @@ import (
 func Register(r *registry.Registry) error {
 	return errors.Join(
 		hello.Register(r),
+		billing.Register(r),
 		storage.Register(r),
 	)
 }
