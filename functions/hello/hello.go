@@ -18,7 +18,7 @@ import (
 //     carry the name as JSON {"name": "X"} instead.
 //   - HttpEcho: any method on /api/echo/{*path} (authLevel function) answers
 //     with JSON of the method, the route value, the query, the request
-//     headers and the body.
+//     headers (without keys, Authorization and cookies) and the body.
 func Register(r *registry.Registry) error {
 	if err := r.Add(httptrigger.Function("HttpHello",
 		httptrigger.Trigger{Route: "hello", Methods: []string{"GET", "POST"}, AuthLevel: httptrigger.Anonymous},
@@ -66,7 +66,9 @@ func echo(_ context.Context, req *httptrigger.Request) (*httptrigger.Response, e
 	}
 	h := map[string][]string{}
 	for k, v := range req.Header {
-		if !strings.EqualFold(k, "x-functions-key") {
+		switch strings.ToLower(k) {
+		case "x-functions-key", "authorization", "cookie": // credentials stay private
+		default:
 			h[k] = v
 		}
 	}
