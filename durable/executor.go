@@ -157,6 +157,7 @@ type executor struct {
 	can                *continueAsNewError
 	broken             bool // the dispatcher cannot be trusted (stuck coroutine)
 	hardFailed         bool // failed by the runtime (non-determinism, panic, deadlock)
+	completedAt        time.Time
 	closed             bool
 }
 
@@ -338,6 +339,7 @@ func (e *executor) step(now time.Time, events []*history.Event) *episode {
 	e.flushActions(out, now)
 	if e.finished && !e.completedInHistory && e.can == nil {
 		e.completedInHistory = true
+		e.completedAt = now
 		e.pos++
 		out.history = append(out.history, &history.Event{
 			EventType: history.ExecutionCompleted, EventID: -1, Timestamp: now,
@@ -476,6 +478,7 @@ func (e *executor) apply(ev *history.Event) {
 		e.suspended = false
 	case history.ExecutionCompleted, history.ContinueAsNew:
 		e.completedInHistory = true
+		e.completedAt = ev.Timestamp
 		if !e.finished {
 			e.finish(ev.OrchestrationStatus, ev.Result, ev.FailureDetails)
 		}
@@ -885,7 +888,7 @@ func (e *executor) state(now time.Time) backend.InstanceState {
 		s.RuntimeStatus = e.status
 		s.Output = e.output
 		s.FailureDetails = e.failure
-		s.CompletedTime = now.UTC()
+		s.CompletedTime = cmp.Or(e.completedAt, now.UTC())
 	case e.suspended:
 		s.RuntimeStatus = history.StatusSuspended
 	}

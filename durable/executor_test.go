@@ -808,3 +808,14 @@ func TestValidateInstanceID(t *testing.T) {
 }
 
 var _ = context.Background
+
+func TestExecutorFinishedInstanceKeepsCompletedTime(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, map[string]Orchestrator{"O": func(ctx *OrchestrationContext) (any, error) { return "x", nil }})
+	c := s.start("O", "")
+	done := c.State.CompletedTime
+	c = s.at(time.Hour).step(raised("late", ""))
+	if len(c.NewHistory) != 0 || !c.State.CompletedTime.Equal(done) || c.State.Output != `"x"` {
+		t.Errorf("late event changed the finished instance: %s completed %s", summarize(c), c.State.CompletedTime)
+	}
+}

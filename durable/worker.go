@@ -456,10 +456,3 @@ func (c *execCache) closeAll() {
 		ex.close()
 	}
 }
-
-// Len returns the number of cached executions.
-func (c *execCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lru.Len()
-}
