@@ -169,9 +169,7 @@ func (b *Backend) CompleteActivityWorkItem(ctx context.Context, wi *backend.Acti
 	if _, err := b.send(ctx, orch, result, orch, time.Time{}, false); err != nil {
 		return fmt.Errorf("send activity result for %s: %w", wi.InstanceID, err)
 	}
-	if err := b.deleteMessage(ctx, st.m); err != nil {
-		b.log.Warn("acknowledge activity message", "message_id", st.m.id, "error", err)
-	}
+	b.ackLater([]*qmsg{st.m})
 	return nil
 }
 

@@ -200,6 +200,7 @@ type Backend struct {
 	runCtx   context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	acks     sync.WaitGroup // background acknowledgements
 	logLimit rateLimiter
 
 	// failAfterHistory, when set (by tests), makes a checkpoint stop right
@@ -372,6 +373,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 	}
 	close(b.stopCh)
 	if b.cancel == nil {
+		b.acks.Wait()
 		return nil
 	}
 	b.mu.Lock()
@@ -394,6 +396,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 	b.mu.Unlock()
 	b.cancel()
 	b.wg.Wait()
+	b.acks.Wait()
 	b.releasePartitions(context.WithoutCancel(ctx))
 	b.log.Info("task hub stopped")
 	return nil

@@ -151,7 +151,7 @@ func sayHello(wi *backend.ActivityWorkItem) *history.Event {
 
 // runWorkers runs orchestration and activity workers until the returned
 // stop function is called.
-func runWorkers(t *testing.T, b *Backend, orch func(*backend.OrchestrationWorkItem) *backend.OrchestrationCompletion, workers int) (stop func()) {
+func runWorkers(t *testing.T, b *Backend, orch func(*backend.OrchestrationWorkItem) *backend.OrchestrationCompletion, workers int, onDone ...func(id string)) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -163,8 +163,14 @@ func runWorkers(t *testing.T, b *Backend, orch func(*backend.OrchestrationWorkIt
 					return
 				}
 				c := orch(wi)
-				if err := b.CompleteOrchestrationWorkItem(ctx, wi, c); err != nil && ctx.Err() == nil && !errors.Is(err, backend.ErrWorkItemLost) {
+				err = b.CompleteOrchestrationWorkItem(ctx, wi, c)
+				if err != nil && ctx.Err() == nil && !errors.Is(err, backend.ErrWorkItemLost) {
 					t.Logf("complete %s: %v", wi.InstanceID, err)
+				}
+				if err == nil && c.State.RuntimeStatus.Terminal() {
+					for _, f := range onDone {
+						f(wi.InstanceID)
+					}
 				}
 			}
 		})

@@ -293,6 +293,19 @@ func (b *Backend) deleteAll(ctx context.Context, msgs []*qmsg) {
 	wg.Wait()
 }
 
+// ackLater deletes messages whose effects are committed, in the
+// background; Stop waits for it.
+func (b *Backend) ackLater(msgs []*qmsg) {
+	if len(msgs) == 0 {
+		return
+	}
+	b.acks.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		b.deleteAll(ctx, msgs)
+	})
+}
+
 // hide makes m invisible for d (abandon, defer) and wakes the local poller
 // when it is due again. It keeps the body unchanged.
 func (b *Backend) hide(ctx context.Context, m *qmsg, d time.Duration) {
