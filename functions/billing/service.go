@@ -366,12 +366,16 @@ type EmailInput struct {
 	AttachBlobs []string `json:"attachBlobs,omitempty"`
 }
 
-// SendEmail sends one message (once per key).
+// SendEmail sends one message (once per key). An empty recipient is the
+// owner (BillingOwnerEmail).
 func (s *Service) SendEmail(ctx context.Context, in EmailInput) (Delivery, error) {
 	if err := s.ready(); err != nil {
 		return Delivery{}, err
 	}
 	m := in.Email
+	if m.To == "" {
+		m.To = s.Settings.OwnerEmail
+	}
 	for _, ref := range in.AttachBlobs {
 		container, name, ok := strings.Cut(ref, "/")
 		if !ok {
@@ -471,8 +475,9 @@ func NoticeEmail(day string, r Result) Email {
 	return m
 }
 
-// ReportEmail is the message that sends the day's report to the owner, with
-// the CSV attached. Its key is report-<day>.
+// ReportEmail is the message that sends the day's report to owner ("" for
+// the app setting BillingOwnerEmail), with the CSV attached. Its key is
+// report-<day>.
 func ReportEmail(day, owner string, inv InvoiceResult) EmailInput {
 	return EmailInput{
 		Email: Email{Key: "report-" + day, To: owner,
