@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stratus-dev/stratus/durable"
+	"github.com/stratus-dev/stratus/durable/backend"
+	"github.com/stratus-dev/stratus/durable/history"
 )
 
 // Durable function names.
@@ -209,4 +212,46 @@ func (s *Service) Activities() map[string]durable.ActivityFunc {
 		EmailActivity:   durable.Activity(s.SendEmail),
 		InvoiceActivity: durable.Activity(s.GenerateInvoice),
 	}
+}
+
+// RunInstanceID is the instance id of day's billing run: billing-YYYY-MM-DD.
+func RunInstanceID(day string) string { return "billing-" + day }
+
+// Starter is the part of the durable client [StartRun] uses.
+type Starter interface {
+	GetInstance(ctx context.Context, id string, fetchInput bool) (*backend.InstanceState, error)
+	ScheduleNew(ctx context.Context, orchestrator string, input any, opts ...durable.StartOption) (string, error)
+}
+
+// StartRun starts the billing run of in.BillingDay as instance
+// [RunInstanceID], once per day: when that instance exists and is pending,
+// running, suspended or completed, it starts nothing and returns started
+// false. A run that failed or was terminated is started again (every charge
+// and notice of the earlier attempt is idempotent, so the new run only does
+// what is left).
+func StartRun(ctx context.Context, c Starter, in RunInput) (id string, started bool, err error) {
+	if _, err := ParseDay(in.BillingDay); err != nil {
+		return "", false, fmt.Errorf("start billing run: %w", err)
+	}
+	id = RunInstanceID(in.BillingDay)
+	st, err := c.GetInstance(ctx, id, false)
+	switch {
+	case errors.Is(err, backend.ErrInstanceNotFound):
+	case err != nil:
+		return id, false, fmt.Errorf("start billing run %s: %w", id, err)
+	default:
+		switch st.RuntimeStatus {
+		case history.StatusFailed, history.StatusTerminated, history.StatusCanceled:
+		default:
+			return id, false, nil
+		}
+	}
+	_, err = c.ScheduleNew(ctx, ProcessBilling, in, durable.WithStartInstanceID(id))
+	if errors.Is(err, backend.ErrInstanceExists) {
+		return id, false, nil
+	}
+	if err != nil {
+		return id, false, fmt.Errorf("start billing run %s: %w", id, err)
+	}
+	return id, true, nil
 }

@@ -180,3 +180,34 @@ func TestRunInputForms(t *testing.T) {
 		t.Error("a number was accepted")
 	}
 }
+
+func TestStartRunOncePerDay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := boundService(t, map[string]string{SettingSeedDemoData: "true"})
+	client := runWorker(t, svc)
+	in := RunInput{BillingDay: "2025-03-01", RetryFirstIntervalSeconds: 0.05}
+	id, started, err := StartRun(ctx, client, in)
+	if err != nil || !started || id != "billing-2025-03-01" {
+		t.Fatalf("first StartRun = %s %v %v", id, started, err)
+	}
+	// A second firing while it runs, and one after it completed.
+	if _, started, err := StartRun(ctx, client, in); err != nil || started {
+		t.Fatalf("second StartRun while running: started %v, %v", started, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := client.WaitForCompletion(wctx, id)
+	if err != nil || st.RuntimeStatus != history.StatusCompleted {
+		t.Fatalf("run: %v %v", st, err)
+	}
+	if _, started, err := StartRun(ctx, client, in); err != nil || started {
+		t.Fatalf("StartRun after completion: started %v, %v", started, err)
+	}
+	if charges, _ := svc.Simulator.Charges(ctx); len(charges) != DemoDue-DemoDeclined {
+		t.Fatalf("%d charges, want %d", len(charges), DemoDue-DemoDeclined)
+	}
+	if _, _, err := StartRun(ctx, client, RunInput{BillingDay: "tomorrow"}); err == nil {
+		t.Error("a bad day started a run")
+	}
+}
