@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/stratus-dev/stratus/durable/extension"
 	"github.com/stratus-dev/stratus/host/app"
 	"github.com/stratus-dev/stratus/triggers"
 	"github.com/stratus-dev/stratus/triggers/blob"
@@ -15,4 +16,5 @@ func plugins(opts *app.Options) {
 		func(r *triggers.Registry) { queue.Register(r) },
 		func(r *triggers.Registry) { blob.Register(r) },
 	)
+	opts.Extensions = append(opts.Extensions, extension.New())
 }

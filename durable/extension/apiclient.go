@@ -1,0 +1,110 @@
+package extension
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/stratus-dev/stratus/durable"
+	"github.com/stratus-dev/stratus/durable/backend"
+	"github.com/stratus-dev/stratus/durable/history"
+	"github.com/stratus-dev/stratus/durable/httpapi"
+	"github.com/stratus-dev/stratus/host/registry"
+)
+
+// APIClient adapts the durable client to what the management API and the
+// operator CLI need: JSON texts in and out, and orchestrator names checked
+// against the function registry.
+type APIClient struct {
+	c   *durable.Client
+	reg *registry.Registry
+}
+
+var _ httpapi.Client = (*APIClient)(nil)
+
+// NewAPIClient returns the adapter. reg may be nil, which skips the check
+// that an orchestrator exists (the CLI may run without the app's functions).
+func NewAPIClient(c *durable.Client, reg *registry.Registry) *APIClient {
+	return &APIClient{c: c, reg: reg}
+}
+
+func raw(s string) any {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+// ScheduleNew starts orchestrator name; it answers
+// httpapi.ErrUnknownOrchestrator for names no orchestrator function has.
+func (a *APIClient) ScheduleNew(ctx context.Context, name, input, instanceID string, startAt time.Time) (string, error) {
+	if a.reg != nil {
+		fn, ok := a.reg.Lookup(name)
+		if !ok || fn.Trigger.Type != durable.OrchestrationTriggerType {
+			return "", fmt.Errorf("%w: %q", httpapi.ErrUnknownOrchestrator, name)
+		}
+		name = fn.Name
+	}
+	var opts []durable.StartOption
+	if instanceID != "" {
+		opts = append(opts, durable.WithStartInstanceID(instanceID))
+	}
+	if !startAt.IsZero() {
+		opts = append(opts, durable.WithStartTime(startAt))
+	}
+	return a.c.ScheduleNew(ctx, name, raw(input), opts...)
+}
+
+// GetInstance returns the status row.
+func (a *APIClient) GetInstance(ctx context.Context, id string, fetchInput bool) (*backend.InstanceState, error) {
+	return a.c.GetInstance(ctx, id, fetchInput)
+}
+
+// GetHistory returns the current execution's history.
+func (a *APIClient) GetHistory(ctx context.Context, id string) ([]*history.Event, error) {
+	return a.c.GetHistory(ctx, id)
+}
+
+// Query lists instances.
+func (a *APIClient) Query(ctx context.Context, q backend.InstanceQuery) (*backend.InstancePage, error) {
+	return a.c.Query(ctx, q)
+}
+
+// RaiseEvent sends an external event with JSON data.
+func (a *APIClient) RaiseEvent(ctx context.Context, id, name, data string) error {
+	return a.c.RaiseEvent(ctx, id, name, raw(data))
+}
+
+// Terminate terminates an instance.
+func (a *APIClient) Terminate(ctx context.Context, id, reason string) error {
+	return a.c.Terminate(ctx, id, reason)
+}
+
+// Suspend suspends an instance.
+func (a *APIClient) Suspend(ctx context.Context, id, reason string) error {
+	return a.c.Suspend(ctx, id, reason)
+}
+
+// Resume resumes a suspended instance.
+func (a *APIClient) Resume(ctx context.Context, id, reason string) error {
+	return a.c.Resume(ctx, id, reason)
+}
+
+// ErrRewindUnsupported is returned by Rewind: replaying a failed instance
+// from its last good point is not implemented by this task hub yet.
+var ErrRewindUnsupported = errors.New("rewind is not supported by this host yet; restart the instance instead (POST .../instances/{id}/restart)")
+
+// Rewind answers ErrRewindUnsupported.
+func (a *APIClient) Rewind(ctx context.Context, id, reason string) error {
+	return ErrRewindUnsupported
+}
+
+// Purge deletes one instance.
+func (a *APIClient) Purge(ctx context.Context, id string) error { return a.c.Purge(ctx, id) }
+
+// PurgeBy deletes the terminal instances a filter selects.
+func (a *APIClient) PurgeBy(ctx context.Context, f backend.PurgeFilter) (int, error) {
+	return a.c.PurgeBy(ctx, f)
+}
