@@ -8,6 +8,7 @@ import (
 
 	"github.com/stratus-dev/stratus/functions/billing"
 	"github.com/stratus-dev/stratus/functions/hello"
+	"github.com/stratus-dev/stratus/functions/orchestrations"
 	"github.com/stratus-dev/stratus/functions/storage"
 	"github.com/stratus-dev/stratus/host/registry"
 )
@@ -18,5 +19,6 @@ func Register(r *registry.Registry) error {
 		hello.Register(r),
 		billing.Register(r),
 		storage.Register(r),
+		orchestrations.Register(r),
 	)
 }
