@@ -149,6 +149,11 @@ func (c *ClientBinding) Bind(env *bindings.Env) error {
 	if !ok {
 		return errors.New("durableClient binding: the durable task extension is not enabled in this host")
 	}
+	if be, ok := p.(interface{ BindError() error }); ok {
+		if err := be.BindError(); err != nil {
+			return err
+		}
+	}
 	c.p = p
 	return nil
 }

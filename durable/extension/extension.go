@@ -45,6 +45,7 @@ type Extension struct {
 	client  *durable.Client
 	api     *httpapi.API
 	ready   chan struct{} // closed once the task hub has started
+	initErr error         // why the task hub could not be opened
 	// StopTimeout bounds how long in-flight orchestrations and activities may
 	// finish at shutdown (default 20 s).
 	StopTimeout time.Duration
@@ -91,9 +92,24 @@ func (e *Extension) Init(h *app.Host) error {
 	e.log = h.Logger.With("component", "durable")
 	hj := &h.Config.Host
 	conn := ConnectionName(hj)
+	// The durable trigger types are registered even when the task hub cannot
+	// be opened: then every durable function reports the problem, so that the
+	// host's start-up message lists it with the other functions' problems.
+	for _, t := range []string{durable.OrchestrationTriggerType, durable.ActivityTriggerType} {
+		h.Triggers.Register(t, func(_ *bindings.Env, _ *registry.Function) (triggers.Listener, error) {
+			if e.initErr != nil {
+				return nil, e.initErr
+			}
+			// The worker, not a listener, delivers durable invocations; the
+			// listener only keeps the function's place in the host's lifecycle.
+			return idleListener{}, nil
+		})
+	}
+	h.Env.Services[durable.ClientService] = e
 	clients, err := h.Env.Storage(conn)
 	if err != nil {
-		return fmt.Errorf("durable task extension: %w", err)
+		e.initErr = fmt.Errorf("durable task extension: %w", err)
+		return nil
 	}
 	if e.backend, err = OpenBackend(clients, hj, h.Logger); err != nil {
 		return err
@@ -116,15 +132,6 @@ func (e *Extension) Init(h *app.Host) error {
 		e.api.Authorize = func(r *http.Request) bool { return keys.IsSystem(httptrigger.RequestKey(r), SystemKeyName) }
 	}
 	e.api.Register(h.Mux)
-	h.Env.Services[durable.ClientService] = e
-
-	// The worker, not a listener, delivers durable invocations; the
-	// listeners only keep the functions' place in the host's lifecycle.
-	for _, t := range []string{durable.OrchestrationTriggerType, durable.ActivityTriggerType} {
-		h.Triggers.Register(t, func(_ *bindings.Env, _ *registry.Function) (triggers.Listener, error) {
-			return idleListener{}, nil
-		})
-	}
 	return nil
 }
 
@@ -133,6 +140,9 @@ func (e *Extension) Client() *durable.Client { return e.client }
 
 // Backend returns the task hub backend (nil before Init).
 func (e *Extension) Backend() *azurestorage.Backend { return e.backend }
+
+// BindError reports why durableClient bindings cannot be bound.
+func (e *Extension) BindError() error { return e.initErr }
 
 // DurableClient implements durable.ClientProvider.
 func (e *Extension) DurableClient() *durable.Client { return e.client }
@@ -152,6 +162,11 @@ func (e *Extension) BindingData(baseURL string) any {
 // done; then it lets in-flight work finish (bounded by StopTimeout) and
 // releases the hub's partitions.
 func (e *Extension) Run(ctx context.Context) error {
+	if e.backend == nil {
+		// No task hub (and no durable function needs one).
+		<-ctx.Done()
+		return nil
+	}
 	if err := e.backend.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
