@@ -29,6 +29,7 @@ func Register(r *registry.Registry) error {
 	svc := NewService()
 	return errors.Join(
 		registerSimulator(r, svc),
+		registerRun(r, svc),
 	)
 }
 
