@@ -6,6 +6,7 @@ package functions
 import (
 	"errors"
 
+	"github.com/stratus-dev/stratus/functions/approval"
 	"github.com/stratus-dev/stratus/functions/billing"
 	"github.com/stratus-dev/stratus/functions/hello"
 	"github.com/stratus-dev/stratus/functions/orchestrations"
@@ -17,6 +18,7 @@ import (
 func Register(r *registry.Registry) error {
 	return errors.Join(
 		hello.Register(r),
+		approval.Register(r),
 		billing.Register(r),
 		storage.Register(r),
 		orchestrations.Register(r),
