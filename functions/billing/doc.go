@@ -3,6 +3,30 @@
 // simulator, email (SMTP or an outbox of .eml blobs), the invoice report and
 // the demo data.
 //
+// # Functions
+//
+//   - BillingTimer: timer, [DefaultSchedule] "0 0 1 * * *" (the environment
+//     variable BillingSchedule replaces it). Starts [ProcessBilling] for the
+//     occurrence's day as instance billing-YYYY-MM-DD ([StartRun]); a second
+//     firing on one day finds that instance pending, running or completed,
+//     logs it and starts nothing (a failed or terminated run is started
+//     again). Run it by hand with POST /admin/functions/BillingTimer.
+//   - O_ProcessBillingSubscription: input "YYYY-MM-DD" or [RunInput]. Lists
+//     the subscriptions due, then one ctx.Go branch per subscription charges
+//     it (retry: BillingRetryFirstIntervalSeconds, coefficient 2, 10
+//     attempts) and sends its notice; custom status [Progress] counts
+//     charged, failed and pending; then the report is written and mailed.
+//     Output: [Summary].
+//   - A_GetSubscriptionListToBill, A_ChargeUserSubscription, A_SendEmail,
+//     A_GenerateInvoice: its activities ([Service.Activities]).
+//   - PaymentSimulator, PaymentSimulatorConfig: the simulator's routes.
+//
+// A charge whose retries are all used up is reported Failed. If one of its
+// lost answers had in fact charged (the simulator's failures after
+// charging), the next run that bills the same period replays the key, gets
+// the original receipt and records the charge: money is never taken twice,
+// but until then the report shows it as not collected.
+//
 // # Storage
 //
 // Everything lives in the AzureWebJobsStorage account; every name below is
@@ -50,6 +74,7 @@
 //	BillingSeedDemoData              "true": seed an empty Subscriptions table with [DemoSubscriptions]
 //	BillingRetryFirstIntervalSeconds first retry interval of a charge (default 10)
 //	BillingStoragePrefix             prefix of every table and container above (lowercase letters, digits)
+//	BillingSchedule                  environment variable only: BillingTimer's schedule
 //
 // # Simulator endpoints
 //
