@@ -54,7 +54,8 @@ func (a *APIClient) ScheduleNew(ctx context.Context, name, input, instanceID str
 	if !startAt.IsZero() {
 		opts = append(opts, durable.WithStartTime(startAt))
 	}
-	return a.c.ScheduleNew(ctx, name, raw(input), opts...)
+	id, err := a.c.ScheduleNew(ctx, name, raw(input), opts...)
+	return id, apiError(err)
 }
 
 // GetInstance returns the status row.
@@ -74,31 +75,45 @@ func (a *APIClient) Query(ctx context.Context, q backend.InstanceQuery) (*backen
 
 // RaiseEvent sends an external event with JSON data.
 func (a *APIClient) RaiseEvent(ctx context.Context, id, name, data string) error {
-	return a.c.RaiseEvent(ctx, id, name, raw(data))
+	return apiError(a.c.RaiseEvent(ctx, id, name, raw(data)))
 }
 
 // Terminate terminates an instance.
 func (a *APIClient) Terminate(ctx context.Context, id, reason string) error {
-	return a.c.Terminate(ctx, id, reason)
+	return apiError(a.c.Terminate(ctx, id, reason))
 }
 
 // Suspend suspends an instance.
 func (a *APIClient) Suspend(ctx context.Context, id, reason string) error {
-	return a.c.Suspend(ctx, id, reason)
+	return apiError(a.c.Suspend(ctx, id, reason))
 }
 
 // Resume resumes a suspended instance.
 func (a *APIClient) Resume(ctx context.Context, id, reason string) error {
-	return a.c.Resume(ctx, id, reason)
+	return apiError(a.c.Resume(ctx, id, reason))
 }
 
-// ErrRewindUnsupported is returned by Rewind: replaying a failed instance
-// from its last good point is not implemented by this task hub yet.
-var ErrRewindUnsupported = errors.New("rewind is not supported by this host yet; restart the instance instead (POST .../instances/{id}/restart)")
-
-// Rewind answers ErrRewindUnsupported.
+// Rewind asks a failed instance to run again from its last good state.
 func (a *APIClient) Rewind(ctx context.Context, id, reason string) error {
-	return ErrRewindUnsupported
+	return apiError(a.c.Rewind(ctx, id, reason))
+}
+
+// apiError adds the management API's sentinel to the durable client's
+// errors, so that the API answers them as Durable Functions does: an
+// instance that is no longer running 410, an instance that is not Failed
+// (rewind) or an invalid id 400. The durable error stays matchable.
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, durable.ErrInstanceFinished):
+		return fmt.Errorf("%w: %w", httpapi.ErrInstanceFinished, err)
+	case errors.Is(err, durable.ErrNotFailed):
+		return fmt.Errorf("%w: %w", httpapi.ErrNotFailed, err)
+	case errors.Is(err, durable.ErrInvalidInstanceID):
+		return fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+	}
+	return err
 }
 
 // Purge deletes one instance.

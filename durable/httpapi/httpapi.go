@@ -106,8 +106,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, backend.ErrInstanceNotFound):
 		writeError(w, http.StatusNotFound, "no instance with id "+r.PathValue("instanceId"))
-	case errors.Is(err, ErrUnknownOrchestrator), errors.Is(err, backend.ErrInstanceExists), errors.Is(err, errBadRequest):
+	case errors.Is(err, ErrUnknownOrchestrator), errors.Is(err, backend.ErrInstanceExists), errors.Is(err, ErrBadRequest), errors.Is(err, ErrNotFailed):
 		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrInstanceFinished):
+		writeError(w, http.StatusGone, err.Error())
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 	default:
@@ -118,10 +120,21 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-var errBadRequest = errors.New("bad request")
+// Errors a Client may return (wrapped) besides backend.ErrInstanceNotFound,
+// backend.ErrInstanceExists and ErrUnknownOrchestrator; the API answers them
+// with Durable Functions' status codes.
+var (
+	// ErrBadRequest is a malformed request (400).
+	ErrBadRequest = errors.New("bad request")
+	// ErrInstanceFinished is an operation on an instance that has completed,
+	// failed or been terminated (410).
+	ErrInstanceFinished = errors.New("instance is no longer running")
+	// ErrNotFailed is a rewind of an instance that is not Failed (400).
+	ErrNotFailed = errors.New("only failed instances can be rewound")
+)
 
 func badRequest(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
 }
 
 // readJSONBody returns the body as compact JSON text, "" when empty.
