@@ -17,6 +17,9 @@
 //   - HttpStart: POST /api/orchestrators/{functionName}/{instanceId?} starts
 //     any orchestrator with the request body as input and answers with the
 //     check-status payload.
+//   - DurableClientInfo: GET /api/durable/client (master key) answers the
+//     binding data of its durableClient binding, from which language SDKs
+//     build their durable clients.
 package orchestrations
 
 import (
@@ -48,6 +51,7 @@ func Register(r *registry.Registry) error {
 		durable.RegisterOrchestrator(r, "EchoPayload", durable.Orchestration(echoPayload)),
 		durable.RegisterActivity(r, "Echo", durable.Activity(echo)),
 		registerStarter(r),
+		registerClientInfo(r),
 	)
 }
 
