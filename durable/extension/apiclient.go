@@ -2,6 +2,9 @@ package extension
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,4 +125,19 @@ func (a *APIClient) Purge(ctx context.Context, id string) error { return a.c.Pur
 // PurgeBy deletes the terminal instances a filter selects.
 func (a *APIClient) PurgeBy(ctx context.Context, f backend.PurgeFilter) (int, error) {
 	return a.c.PurgeBy(ctx, f)
+}
+
+// ManagementKey is the key written into the management URLs the host hands
+// out (check-status payloads, durableClient binding data): the system key
+// in FUNCTIONS_SYSTEM_KEY_durabletask_extension when set, else one derived
+// from the master key. Never the master key itself: those URLs reach the
+// callers of anonymous HTTP starters. Hosts sharing a master key derive the
+// same key, so a URL one host made works on every host of the app.
+func ManagementKey(configured, master string) string {
+	if configured != "" {
+		return configured
+	}
+	m := hmac.New(sha256.New, []byte(master))
+	m.Write([]byte(SystemKeyName))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

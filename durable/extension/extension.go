@@ -12,6 +12,7 @@ package extension
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -127,9 +128,12 @@ func (e *Extension) Init(h *app.Host) error {
 		Logger:     e.log,
 	}
 	if !h.Keys.Disabled {
-		e.api.Key = h.Keys.Master()
-		keys := h.Keys
-		e.api.Authorize = func(r *http.Request) bool { return keys.IsSystem(httptrigger.RequestKey(r), SystemKeyName) }
+		e.api.Key = ManagementKey(h.Config.Settings.Get(httptrigger.SystemKeySettingPrefix+SystemKeyName), h.Keys.Master())
+		keys, key := h.Keys, e.api.Key
+		e.api.Authorize = func(r *http.Request) bool {
+			k := httptrigger.RequestKey(r)
+			return keys.IsSystem(k, SystemKeyName) || subtle.ConstantTimeCompare([]byte(k), []byte(key)) == 1
+		}
 	}
 	e.api.Register(h.Mux)
 	return nil
