@@ -122,7 +122,7 @@ func (b *billingEnv) blobs(t *testing.T, container string) []string {
 func (b *billingEnv) nextDates(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	pager := b.clients.Table.NewClient(b.prefix+billing.SubscriptionsTable).NewListEntitiesPager(&aztables.ListEntitiesOptions{})
+	pager := b.clients.Table.NewClient(b.prefix + billing.SubscriptionsTable).NewListEntitiesPager(&aztables.ListEntitiesOptions{})
 	for pager.More() {
 		page, err := pager.NextPage(context.Background())
 		if err != nil {
