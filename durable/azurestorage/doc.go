@@ -59,7 +59,8 @@
 // result that arrives before its scheduling event is in history is
 // deferred (made invisible with back-off) and retried; an event for an
 // instance that has a row but has not started is deferred; an event for an
-// unknown instance (after 3 deliveries), a finished instance or a past
+// unknown instance (after 3 deliveries; except an EventRaised for an
+// entity, "@name@key", which starts the entity), a finished instance or a past
 // execution is moved to the queue h-poison with the reason (Poisoned).
 // External events for a running instance are always delivered; the runtime
 // buffers them. Carried-over events (backend.OrchestrationCompletion

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -247,6 +248,10 @@ func answerOf(e *history.Event) (history.Type, int, bool) {
 	return 0, 0, false
 }
 
+// isEntityID reports whether an instance id names a durable entity
+// ("@name@key"); entities have no start message.
+func isEntityID(id string) bool { return strings.HasPrefix(id, "@") }
+
 func isScheduled(hist []*history.Event, t history.Type, id int) bool {
 	return slices.ContainsFunc(hist, func(h *history.Event) bool { return h.EventType == t && h.EventID == id })
 }
@@ -334,6 +339,8 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 			default:
 				newStart, curExec, hist, terminal = true, target, nil, false
 			}
+		case len(hist) == 0 && !newStart && isEntityID(s.id) && e.EventType == history.EventRaised:
+			// An entity starts with its first message.
 		case len(hist) == 0 && !newStart:
 			if !rowChecked {
 				var err error
