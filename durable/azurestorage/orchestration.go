@@ -360,6 +360,20 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 			default:
 				v, reason = poisonIt, fmt.Sprintf("instance has finished (%s)", row.RuntimeStatus)
 			}
+		case terminal && e.EventType == history.GenericEvent:
+			// A rewind request for a failed execution: the client marks the
+			// status row running before it sends one.
+			if !rowChecked {
+				var err error
+				row, _, err = b.readInstanceRow(ctx, s.id)
+				if err != nil && !errors.Is(err, backend.ErrInstanceNotFound) {
+					return nil, err
+				}
+				rowChecked = true
+			}
+			if row == nil || row.RuntimeStatus.Terminal() {
+				v, reason = poisonIt, "instance has finished"
+			}
 		case terminal:
 			v, reason = poisonIt, "instance has finished"
 		case target != "" && target != curExec:
