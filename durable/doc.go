@@ -82,6 +82,33 @@
 // races a durable timer, and the timer of an event that won is simply
 // ignored when it fires.
 //
+// # Entities
+//
+// An entity ([EntityFunc], [Entity], registered with [RegisterEntity]) is
+// a small piece of named state, "@name@key" ([EntityID]; the name is lower
+// case), that runs one operation at a time. Clients signal entities
+// ([Client.SignalEntity], optionally at a later time) and read their state
+// ([Client.ReadEntityState], [Client.ListEntities]); orchestrations call
+// them and await the result ([OrchestrationContext.CallEntity]), signal
+// them, and lock several for a critical section
+// ([OrchestrationContext.LockEntities]): locks are taken one entity at a
+// time in sorted order, so sections cannot deadlock; while locked, an
+// entity runs only the holder's requests and queues the others; the locks
+// are released by unlock or when the orchestration ends in any way.
+//
+// Entities are instances of the task hub like orchestrations and use the
+// Durable Functions wire format: requests and responses are EventRaised
+// events, and after each batch of operations the entity continues as new
+// with its scheduler state (state, queue, lock holder, message sorter) as
+// the input of the next execution. A failing operation rolls back its
+// state changes and the messages it sent, and a caller gets an
+// [EntityOperationFailedError]. Requests from orchestrations and entities
+// carry the sender's timestamps, so the entity runs them in the order they
+// were sent and drops redelivered copies; requests from clients carry ids,
+// the last 500 of which the entity remembers to drop copies. Operations
+// are applied exactly once to the state; an entity function's own side
+// effects (I/O) may repeat if a batch is retried before it is committed.
+//
 // # Control
 //
 // Terminate ends an instance as Terminated, even while it is suspended.

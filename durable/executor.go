@@ -32,6 +32,8 @@ const maxCustomStatus = 16 * 1024
 // engine holds what executors need from the worker.
 type engine struct {
 	orchestrators func(name string) (Orchestrator, bool)
+	entities      func(name string) (EntityFunc, bool)
+	maxEntityOps  int
 	logger        *slog.Logger
 	watchdog      time.Duration
 }
@@ -148,6 +150,7 @@ type executor struct {
 
 	customStatus string
 	suspended    bool
+	ent          orchEntities
 
 	finished           bool
 	completedInHistory bool
@@ -337,6 +340,9 @@ func (e *executor) step(now time.Time, events []*history.Event) *episode {
 		return out
 	}
 	e.flushActions(out, now)
+	if e.finished {
+		out.outbound = append(out.outbound, e.releaseOnFinish(now)...)
+	}
 	if e.finished && !e.completedInHistory && e.can == nil {
 		e.completedInHistory = true
 		e.completedAt = now
@@ -381,7 +387,8 @@ func (e *executor) flushActions(out *episode, now time.Time) {
 		ev := e.pending[id]
 		delete(e.pending, id)
 		emit := !e.finished || e.status == history.StatusCompleted ||
-			(e.can != nil && ev.EventType == history.EventSent)
+			(e.can != nil && ev.EventType == history.EventSent) ||
+			(ev.EventType == history.EventSent && ev.Name == entityReleaseEvent && IsEntityInstance(ev.InstanceID))
 		if !emit {
 			continue
 		}
@@ -413,6 +420,7 @@ func (e *executor) flushActions(out *episode, now time.Time) {
 		case history.EventSent:
 			out.outbound = append(out.outbound, backend.Message{
 				TargetInstanceID: ev.InstanceID,
+				VisibleAt:        entityEventVisibleAt(ev),
 				Event:            &history.Event{EventType: history.EventRaised, EventID: -1, Timestamp: now, Name: ev.Name, Input: ev.Input},
 			})
 		}

@@ -29,6 +29,12 @@ type WorkerOptions struct {
 	// Orchestrators and Activities look functions up by name.
 	Orchestrators func(name string) (Orchestrator, bool)
 	Activities    func(name string) (ActivityFunc, bool)
+	// Entities looks entity functions up by (lower-case) entity name.
+	Entities func(name string) (EntityFunc, bool)
+	// MaxEntityOperationBatchSize bounds the operations one entity runs
+	// per work item (Durable Functions' maxEntityOperationBatchSize); 0
+	// means DefaultMaxEntityOperationBatchSize.
+	MaxEntityOperationBatchSize int
 	// InvokeActivity, when set, wraps every activity call; the host passes
 	// its invocation pipeline (invocation id, logs, functionTimeout, panic
 	// recovery). It must call run and return run's results.
@@ -55,6 +61,8 @@ type WorkerOptions struct {
 type WorkerStats struct {
 	OrchestrationWorkItems int64
 	ActivityWorkItems      int64
+	// EntityWorkItems counts entity work items (batches of operations).
+	EntityWorkItems int64
 	// CacheHits counts work items run on a parked execution; CacheMisses
 	// those that replayed history.
 	CacheHits   int64
@@ -75,7 +83,7 @@ type Worker struct {
 	engine *engine
 	cache  *execCache
 
-	orchestrationItems, activityItems, hits, misses, dropped, ignored, lost atomic.Int64
+	orchestrationItems, activityItems, entityItems, hits, misses, dropped, ignored, lost atomic.Int64
 }
 
 // NewWorker returns a worker for b.
@@ -104,7 +112,7 @@ func NewWorker(b backend.Backend, o WorkerOptions) *Worker {
 		b:      b,
 		o:      o,
 		log:    log,
-		engine: &engine{orchestrators: o.Orchestrators, logger: log, watchdog: o.DeadlockTimeout},
+		engine: &engine{orchestrators: o.Orchestrators, entities: o.Entities, maxEntityOps: o.MaxEntityOperationBatchSize, logger: log, watchdog: o.DeadlockTimeout},
 		cache:  newExecCache(max(o.CacheSize, 0)),
 	}
 }
@@ -114,6 +122,7 @@ func (w *Worker) Stats() WorkerStats {
 	return WorkerStats{
 		OrchestrationWorkItems: w.orchestrationItems.Load(),
 		ActivityWorkItems:      w.activityItems.Load(),
+		EntityWorkItems:        w.entityItems.Load(),
 		CacheHits:              w.hits.Load(),
 		CacheMisses:            w.misses.Load(),
 		DroppedEvents:          w.dropped.Load(),
@@ -219,6 +228,10 @@ func (w *Worker) runOrchestration(ctx context.Context, wi *backend.Orchestration
 	cctx, cancel := commitContext(ctx)
 	defer cancel()
 	log := w.log.With("instance_id", wi.InstanceID)
+	if IsEntityInstance(wi.InstanceID) {
+		w.runEntity(ctx, cctx, wi, log)
+		return
+	}
 
 	var ex *executor
 	if ent := w.cache.take(wi.InstanceID); ent != nil {
@@ -292,6 +305,41 @@ func (w *Worker) runOrchestration(ctx context.Context, wi *backend.Orchestration
 		return
 	}
 	ex.close()
+}
+
+// runEntity runs an entity work item: the batch of operations it carries.
+func (w *Worker) runEntity(ctx, cctx context.Context, wi *backend.OrchestrationWorkItem, log *slog.Logger) {
+	w.entityItems.Add(1)
+	var (
+		c   *backend.OrchestrationCompletion
+		err error
+	)
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("durable runtime panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		c, err = w.engine.processEntity(ctx, wi, time.Now())
+	}()
+	if err != nil {
+		log.Error("cannot run entity work item; abandoning it", "err", err)
+		if aerr := w.b.AbandonOrchestrationWorkItem(cctx, wi, time.Second); aerr != nil {
+			log.Error("abandon entity work item", "err", aerr)
+		}
+		return
+	}
+	if err := w.b.CompleteOrchestrationWorkItem(cctx, wi, c); err != nil {
+		if errors.Is(err, backend.ErrWorkItemLost) {
+			w.lost.Add(1)
+			log.Info("entity work item lost; another worker owns the entity now", "err", err)
+			return
+		}
+		log.Error("commit entity work item", "err", err)
+		if err := w.b.AbandonOrchestrationWorkItem(cctx, wi, time.Second); err != nil {
+			log.Error("abandon entity work item", "err", err)
+		}
+	}
 }
 
 func (w *Worker) runActivity(ctx context.Context, wi *backend.ActivityWorkItem) {

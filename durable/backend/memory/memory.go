@@ -3,7 +3,8 @@
 // queue in one process. It follows the same contract as the Azure Storage
 // backend (work items locked to one worker, outcomes committed before their
 // messages are acknowledged, duplicates removed against history, carryover
-// redelivered, events for unknown or finished instances dropped and counted)
+// redelivered, events for unknown or finished instances dropped and counted,
+// entities (ids starting with '@') created by their first event)
 // and exists so that the durable runtime can be tested without storage.
 package memory
 
@@ -184,6 +185,15 @@ func (b *Backend) route(m backend.Message) {
 		}
 		in.queue = append(in.queue, queued{ev: ev.Clone(), exec: m.TargetExecutionID})
 		return
+	}
+	if !ok && strings.HasPrefix(m.TargetInstanceID, "@") && ev.EventType == history.EventRaised {
+		// Entities start on their first message.
+		now := b.now().UTC()
+		name, _, _ := strings.Cut(m.TargetInstanceID[1:], "@")
+		in = &instance{state: backend.InstanceState{InstanceID: m.TargetInstanceID, Name: name,
+			RuntimeStatus: history.StatusPending, CreatedTime: now, LastUpdatedTime: now}}
+		b.instances[m.TargetInstanceID] = in
+		ok = true
 	}
 	if !ok || in.state.RuntimeStatus.Terminal() {
 		b.stats.DroppedMessages++
