@@ -406,9 +406,9 @@ func TestManagementAPI(t *testing.T) {
 			t.Errorf("showInput=true: %d items, first input %s", len(items), items[0]["input"])
 		}
 		for q, want := range map[string]int{
-			"&runtimeStatus=Completed":                        n,
-			"&runtimeStatus=Running,Completed":                n,
-			"&runtimeStatus=Running,Pending,Failed,Suspended": 0,
+			"&runtimeStatus=Completed":                                                                       n,
+			"&runtimeStatus=Running,Completed":                                                               n,
+			"&runtimeStatus=Running,Pending,Failed,Suspended":                                                0,
 			"&createdTimeFrom=" + from.Format(time.RFC3339):                                                  n,
 			"&createdTimeFrom=" + after.Format(time.RFC3339Nano):                                             0,
 			"&createdTimeTo=" + from.Format(time.RFC3339):                                                    0,
