@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 GO ?= go
 AZURITE_BIN := Azurite/node_modules/.bin/azurite
+DFCLIENT := tests/dfclient/node_modules/durable-functions/package.json
 
-.PHONY: help run test bench azurite build vet fmt-check lint
+.PHONY: help run test bench azurite dfclient build vet fmt-check lint
 
 help: ## show the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n",$$1,$$2}'
@@ -13,6 +14,12 @@ azurite: $(AZURITE_BIN) ## install the pinned Azurite (npm ci in Azurite/)
 $(AZURITE_BIN): Azurite/package.json Azurite/package-lock.json
 	cd Azurite && npm ci --no-audit --no-fund --loglevel=error
 	@touch $(AZURITE_BIN)
+
+dfclient: $(DFCLIENT) ## install the pinned Durable Functions JavaScript client the tests drive (npm ci in tests/dfclient/)
+
+$(DFCLIENT): tests/dfclient/package.json tests/dfclient/package-lock.json
+	cd tests/dfclient && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(DFCLIENT)
 
 build: ## build the host binary into bin/
 	$(GO) build -o bin/stratus ./host
@@ -24,7 +31,7 @@ run: azurite ## start Azurite (unless already listening) and run the host on :70
 	@Azurite/start.sh --if-needed
 	$(GO) run ./host --no-auth $(HOST_ARGS)
 
-test: azurite ## gofmt check, go vet, and go test -race against a private Azurite
+test: azurite dfclient ## gofmt check, go vet, and go test -race against a private Azurite
 	@Azurite/test.sh
 
 bench: azurite ## run the benchmarks (BENCH <name> <value> <unit>)
