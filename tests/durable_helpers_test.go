@@ -91,7 +91,9 @@ func waitFor(t *testing.T, h *hosttest.Process, id string, timeout time.Duration
 		time.Sleep(delay)
 		delay = min(delay*2, 500*time.Millisecond)
 	}
-	t.Fatalf("instance %s is %q after %v, want one of %v\nhost log tail:\n%s", id, last.RuntimeStatus, timeout, want, tail(h.Logs(), 40))
+	_, full := getStatus(t, h, id, "?showHistory=true&showHistoryOutput=true")
+	hist, _ := json.Marshal(full.History)
+	t.Fatalf("instance %s is %q after %v, want one of %v\ncustom status: %s\nhistory: %s\nhost log tail:\n%s", id, last.RuntimeStatus, timeout, want, last.CustomStatus, hist, tail(h.Logs(), 40))
 	return last
 }
 
