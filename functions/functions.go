@@ -8,6 +8,7 @@ import (
 
 	"github.com/stratus-dev/stratus/functions/approval"
 	"github.com/stratus-dev/stratus/functions/billing"
+	"github.com/stratus-dev/stratus/functions/entities"
 	"github.com/stratus-dev/stratus/functions/hello"
 	"github.com/stratus-dev/stratus/functions/orchestrations"
 	"github.com/stratus-dev/stratus/functions/storage"
@@ -22,5 +23,6 @@ func Register(r *registry.Registry) error {
 		billing.Register(r),
 		storage.Register(r),
 		orchestrations.Register(r),
+		entities.Register(r),
 	)
 }

@@ -1,13 +1,14 @@
 // Package extension is the durable task extension of the Stratus host: it
-// connects the functions registered with durable.RegisterOrchestrator and
-// durable.RegisterActivity to a task hub on Azure Storage, runs the durable
+// connects the functions registered with durable.RegisterOrchestrator,
+// durable.RegisterActivity and durable.RegisterEntity to a task hub on Azure Storage, runs the durable
 // worker alongside the host's other listeners, serves the Durable Functions
 // HTTP management API under /runtime/webhooks/durabletask, and offers the
 // durable client to durableClient bindings.
 //
 // Activities run through the host's invocation pipeline, so they get
 // invocation ids, log fields, functionTimeout and panic recovery like every
-// other function. Orchestrators run inside the durable worker only.
+// other function. Orchestrators and entities run inside the durable worker
+// only; the management API's entity routes signal, read and list entities.
 package extension
 
 import (
@@ -96,7 +97,7 @@ func (e *Extension) Init(h *app.Host) error {
 	// The durable trigger types are registered even when the task hub cannot
 	// be opened: then every durable function reports the problem, so that the
 	// host's start-up message lists it with the other functions' problems.
-	for _, t := range []string{durable.OrchestrationTriggerType, durable.ActivityTriggerType} {
+	for _, t := range []string{durable.OrchestrationTriggerType, durable.ActivityTriggerType, durable.EntityTriggerType} {
 		h.Triggers.Register(t, func(_ *bindings.Env, _ *registry.Function) (triggers.Listener, error) {
 			if e.initErr != nil {
 				return nil, e.initErr
@@ -127,6 +128,7 @@ func (e *Extension) Init(h *app.Host) error {
 		Connection: connName,
 		Logger:     e.log,
 	}
+	e.api.Entities = NewEntityClient(e.client)
 	if !h.Keys.Disabled {
 		e.api.Key = ManagementKey(h.Config.Settings.Get(httptrigger.SystemKeySettingPrefix+SystemKeyName), h.Keys.Master())
 		keys, key := h.Keys, e.api.Key
@@ -182,6 +184,7 @@ func (e *Extension) Run(ctx context.Context) error {
 	w := durable.NewWorker(e.backend, durable.WorkerOptions{
 		Orchestrators:               e.orchestrator,
 		Activities:                  e.activity,
+		Entities:                    e.entity,
 		InvokeActivity:              e.invokeActivity,
 		MaxConcurrentActivities:     hj.Extensions.DurableTask.MaxConcurrentActivityFunctions,
 		MaxConcurrentOrchestrations: hj.Extensions.DurableTask.MaxConcurrentOrchestratorFuncs,
@@ -211,6 +214,14 @@ func (e *Extension) orchestrator(name string) (durable.Orchestrator, bool) {
 		return nil, false
 	}
 	return durable.OrchestratorOf(fn)
+}
+
+func (e *Extension) entity(name string) (durable.EntityFunc, bool) {
+	fn, ok := e.lookup(name, durable.EntityTriggerType)
+	if !ok {
+		return nil, false
+	}
+	return durable.EntityOf(fn)
 }
 
 func (e *Extension) activity(name string) (durable.ActivityFunc, bool) {
