@@ -11,6 +11,7 @@ import (
 	"github.com/stratus-dev/stratus/functions/entities"
 	"github.com/stratus-dev/stratus/functions/hello"
 	"github.com/stratus-dev/stratus/functions/orchestrations"
+	"github.com/stratus-dev/stratus/functions/orders"
 	"github.com/stratus-dev/stratus/functions/storage"
 	"github.com/stratus-dev/stratus/host/registry"
 )
@@ -23,6 +24,7 @@ func Register(r *registry.Registry) error {
 		billing.Register(r),
 		storage.Register(r),
 		orchestrations.Register(r),
+		orders.Register(r),
 		entities.Register(r),
 	)
 }
