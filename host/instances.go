@@ -46,6 +46,12 @@ func runInstances(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return nil, err
 		}
+		// Creates the hub when no host has run yet, and adopts the partition
+		// count an existing hub records, so that messages reach the control
+		// queues the hosts read whatever host.json says.
+		if err := b.CreateResources(ctx); err != nil {
+			return nil, fmt.Errorf("open task hub %s: %w", b.HubName(), err)
+		}
 		reg := registry.New()
 		if err := functions.Register(reg); err != nil {
 			return nil, fmt.Errorf("register functions: %w", err)

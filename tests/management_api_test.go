@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -761,5 +764,116 @@ func TestManagementAPIAuthDisabled(t *testing.T) {
 	}
 	if r := m.send(t, "GET", "/api/durable/client", ""); r.code != http.StatusOK || strings.Contains(string(r.body), "code=") {
 		t.Errorf("binding data without auth: %s", r)
+	}
+}
+
+// TestInstancesCLI drives `host instances ...` against the task hub of a
+// running host: the CLI talks to storage directly, the host runs the
+// instances.
+func TestInstancesCLI(t *testing.T) {
+	t.Parallel()
+	az := azurite.Shared(t)
+	hj, _ := durableHostJSON(t)
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "host.json"), []byte(hj), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := hosttest.Start(t, hosttest.Options{Storage: az.ConnectionString, ScriptRoot: root})
+	bin := hosttest.Binary(t)
+	cli := func(args ...string) (string, error) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"instances", "--script-root", root}, args...)...)
+		// GORACE: a race-enabled binary otherwise waits 1 s at exit.
+		cmd.Env = append(os.Environ(), "AzureWebJobsStorage="+az.ConnectionString, "GORACE=atexit_sleep_ms=0")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := cli(args...)
+		if err != nil {
+			t.Fatalf("instances %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	from := time.Now().UTC().Add(-2 * time.Second).Format(time.RFC3339)
+	p := fmt.Sprintf("cli%d-", time.Now().UnixNano())
+
+	if out := must("start", "HelloSequence", "--id", p+"hello"); strings.TrimSpace(out) != p+"hello" {
+		t.Fatalf("start printed %q, want the id", out)
+	}
+	waitFor(t, h, p+"hello", time.Minute, "Completed")
+	var shown struct {
+		RuntimeStatus string           `json:"runtimeStatus"`
+		Output        []string         `json:"output"`
+		History       []map[string]any `json:"historyEvents"`
+	}
+	if err := json.Unmarshal([]byte(must("show", p+"hello", "--history")), &shown); err != nil || shown.RuntimeStatus != "Completed" || len(shown.Output) != 3 || len(shown.History) == 0 {
+		t.Fatalf("show --history: %+v %v", shown, err)
+	}
+
+	must("start", "ApprovalWorkflow", "--id", p+"approval", "--input", `{"timeoutSeconds":600}`)
+	waitFor(t, h, p+"approval", time.Minute, "Running")
+	if out := must("suspend", p+"approval", "--reason", "hold"); !strings.Contains(out, "suspend requested for "+p+"approval") {
+		t.Errorf("suspend printed %q", out)
+	}
+	waitFor(t, h, p+"approval", time.Minute, "Suspended")
+	must("resume", p+"approval", "--reason", "go")
+	waitFor(t, h, p+"approval", time.Minute, "Running")
+	must("raise", p+"approval", "Approval", `{"by":"cli"}`)
+	if st := waitFor(t, h, p+"approval", time.Minute, "Completed"); !strings.Contains(string(st.Output), `"by":"cli"`) {
+		t.Errorf("approval output %s", st.Output)
+	}
+
+	must("start", "ApprovalWorkflow", "--id", p+"term", "--input", `{"timeoutSeconds":600}`)
+	waitFor(t, h, p+"term", time.Minute, "Running")
+	must("terminate", p+"term", "--reason", "stop")
+	if st := waitFor(t, h, p+"term", time.Minute, "Terminated"); !strings.Contains(string(st.Output), "stop") {
+		t.Errorf("terminated output %s", st.Output)
+	}
+
+	must("start", "RetryDemo", "--id", p+"rewind", "--input", `{"failures":1,"maxAttempts":1}`)
+	waitFor(t, h, p+"rewind", time.Minute, "Failed")
+	must("rewind", p+"rewind", "--reason", "again")
+	waitFor(t, h, p+"rewind", time.Minute, "Completed")
+
+	list := must("list", "--prefix", p, "--top", "2", "--all")
+	for _, id := range []string{"hello", "approval", "term", "rewind"} {
+		if strings.Count(list, p+id+" ") != 1 {
+			t.Errorf("list --all lacks %s once:\n%s", p+id, list)
+		}
+	}
+	if first := must("list", "--prefix", p, "--top", "2"); !strings.Contains(first, "--all") {
+		t.Errorf("a first page of 2 out of 4 does not say there is more:\n%s", first)
+	}
+	if term := must("list", "--prefix", p, "--status", "Terminated"); !strings.Contains(term, p+"term ") || strings.Contains(term, p+"hello ") {
+		t.Errorf("list --status Terminated:\n%s", term)
+	}
+
+	if out := must("purge", p+"hello"); !strings.Contains(out, "purged 1 instance") {
+		t.Errorf("purge: %q", out)
+	}
+	if out, err := cli("show", p+"hello"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("show after purge: %v %q, want an error saying not found", err, out)
+	}
+	if out := must("purge", "--from", from, "--status", "Completed,Terminated"); !strings.Contains(out, "purged 3 instances") {
+		t.Errorf("purge by filter: %q", out)
+	}
+
+	for _, bad := range [][]string{
+		{"start", "NoSuchOrchestrator"},
+		{"start", "HelloSequence", "--id", "a#b"},
+		{"start", "HelloSequence", "--input", "{"},
+		{"raise", p + "term", "Approval", "not json"},
+		{"raise", p + "term", "Approval", "true"},
+		{"terminate", p + "nobody"},
+		{"show"},
+		{"purge"},
+		{"list", "--status", "Sleeping"},
+		{"frobnicate"},
+	} {
+		if out, err := cli(bad...); err == nil || strings.TrimSpace(out) == "" || strings.Contains(out, "panic") {
+			t.Errorf("instances %s: %v %q, want a failure with a message", strings.Join(bad, " "), err, out)
+		}
 	}
 }

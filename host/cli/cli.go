@@ -162,7 +162,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, open Open
 				return fmt.Errorf("event data is not valid JSON")
 			}
 		}
-		return c.RaiseEvent(ctx, pos[0], pos[1], data)
+		if err := c.RaiseEvent(ctx, pos[0], pos[1], data); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "raised %s on %s\n", pos[1], pos[0])
+		return nil
 	case "terminate", "suspend", "resume", "rewind":
 		if err := need(1, "ID"); err != nil {
 			return err
@@ -172,14 +176,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, open Open
 		}
 		switch cmd {
 		case "terminate":
-			return c.Terminate(ctx, pos[0], *reason)
+			err = c.Terminate(ctx, pos[0], *reason)
 		case "suspend":
-			return c.Suspend(ctx, pos[0], *reason)
+			err = c.Suspend(ctx, pos[0], *reason)
 		case "resume":
-			return c.Resume(ctx, pos[0], *reason)
+			err = c.Resume(ctx, pos[0], *reason)
 		default:
-			return c.Rewind(ctx, pos[0], *reason)
+			err = c.Rewind(ctx, pos[0], *reason)
 		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s requested for %s\n", cmd, pos[0])
+		return nil
 	case "purge":
 		if len(pos) > 0 {
 			if err := c.Purge(ctx, pos[0]); err != nil {
