@@ -433,6 +433,7 @@ func TestManagementAPI(t *testing.T) {
 		m.start(t, "ApprovalWorkflow", id, `{"timeoutSeconds":600}`)
 		waitFor(t, m.h, id, time.Minute, "Running")
 		wantMessage(t, "text/plain body", m.send(t, "POST", mgmt+"/instances/"+id+"/raiseEvent/Approval", `"yes"`, "x-functions-key", hosttest.MasterKey, "Content-Type", "text/plain"), http.StatusBadRequest)
+		wantMessage(t, "no content type", m.send(t, "POST", mgmt+"/instances/"+id+"/raiseEvent/Approval", `"yes"`, "x-functions-key", hosttest.MasterKey), http.StatusBadRequest)
 		wantMessage(t, "malformed JSON data", m.do(t, "POST", "/instances/"+id+"/raiseEvent/Approval", `{"ok":`), http.StatusBadRequest)
 		if r := m.do(t, "POST", "/instances/"+id+"/raiseEvent/Approval", `{"by":"ada"}`); r.code != http.StatusAccepted {
 			t.Fatalf("raise: %s", r)
@@ -589,6 +590,7 @@ func TestManagementAPI(t *testing.T) {
 			wantMessage(t, "event name "+ev, m.do(t, "POST", "/instances/"+id+"/raiseEvent/"+ev, "true"), http.StatusBadRequest)
 		}
 		m.do(t, "POST", "/instances/"+id+"/terminate", "")
+		wantMessage(t, "another task hub", m.do(t, "GET", "/instances?taskHub=SomeOtherHub", ""), http.StatusBadRequest)
 		wantMessage(t, "no route", m.do(t, "GET", "/nothing/here", ""), http.StatusNotFound)
 	})
 

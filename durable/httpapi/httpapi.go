@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -73,10 +74,19 @@ func (a *API) Register(mux *http.ServeMux) {
 	}))
 }
 
+// maxPageSize bounds the page size a listing asks for with top.
+const maxPageSize = 1000
+
 func (a *API) guard(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.Authorize != nil && !a.Authorize(r) {
 			writeError(w, http.StatusUnauthorized, "the durable management API requires the durabletask_extension system key or the master key (code query parameter or x-functions-key header)")
+			return
+		}
+		// Durable Functions serves any task hub named by taskHub; this host
+		// serves its own only, and says so rather than answer for another.
+		if hub := r.URL.Query().Get("taskHub"); hub != "" && a.HubName != "" && !strings.EqualFold(hub, a.HubName) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("this host serves task hub %s, not %s", a.HubName, hub))
 			return
 		}
 		next(w, r)
@@ -352,11 +362,13 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	}
 	if top := q.Get("top"); top != "" {
 		n, err := strconv.Atoi(top)
-		if err != nil || n <= 0 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "top must be a number from 1 to 1000")
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, "top must be a positive number")
 			return
 		}
-		query.PageSize = n
+		// Larger pages are cut to maxPageSize; the continuation token
+		// carries on from there.
+		query.PageSize = min(n, maxPageSize)
 	}
 	page, err := a.Client.Query(r.Context(), query)
 	if err != nil {
@@ -456,7 +468,7 @@ func (a *API) raiseEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		writeError(w, http.StatusBadRequest, "raiseEvent needs a JSON body with Content-Type: application/json")
 		return
 	}
