@@ -37,6 +37,7 @@ func durableWorkloads() []workload {
 		{name: "chain3", run: benchChain3},
 		{name: "fanout1000", run: benchFanout},
 		{name: "latency", run: benchLatency},
+		{name: "entities", run: benchEntities},
 	}
 }
 
