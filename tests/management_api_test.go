@@ -689,13 +689,62 @@ func TestManagementAPI(t *testing.T) {
 
 	t.Run("entity routes", func(t *testing.T) {
 		t.Parallel()
-		r := m.do(t, "GET", "/entities/counter/k", "")
-		if r.code != http.StatusNotImplemented {
-			t.Skipf("entity routes are served (%d); the entity tests cover them", r.code)
+		key := uniq("e")
+		r := m.do(t, "GET", "/entities/Counter/"+key, "")
+		if r.code == http.StatusNotImplemented {
+			// A host without entities says so.
+			wantMessage(t, "entities not enabled", r, http.StatusNotImplemented)
+			return
 		}
-		wantMessage(t, "entities not enabled", r, http.StatusNotImplemented)
-		if !strings.Contains(strings.ToLower(string(r.body)), "entities") {
-			t.Errorf("501 without a clear message: %s", r.body)
+		wantMessage(t, "read an entity never signalled", r, http.StatusNotFound)
+		wantMessage(t, "signal without op", m.do(t, "POST", "/entities/Counter/"+key, "1"), http.StatusBadRequest)
+		wantMessage(t, "signal with malformed JSON", m.do(t, "POST", "/entities/Counter/"+key+"?op=add", "{"), http.StatusBadRequest)
+		if r := m.do(t, "POST", "/entities/Counter/"+key+"?op=add", "3"); r.code != http.StatusAccepted {
+			t.Fatalf("signal: %s", r)
+		}
+		if r := m.do(t, "POST", "/entities/counter/"+key+"?op=add", "4"); r.code != http.StatusAccepted {
+			t.Fatalf("signal with the lower-case name: %s", r)
+		}
+		waitEntity := func(want int) reply {
+			t.Helper()
+			deadline := time.Now().Add(time.Minute)
+			for {
+				r := m.do(t, "GET", "/entities/Counter/"+key, "")
+				if r.code == want || time.Now().After(deadline) {
+					return r
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			r := waitEntity(http.StatusOK)
+			if string(bytes.TrimSpace(r.body)) == "7" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Counter state %s, want 7", r)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		r = m.do(t, "GET", "/entities/counter?fetchState=true", "")
+		var items []struct {
+			EntityID struct {
+				Name string `json:"name"`
+				Key  string `json:"key"`
+			} `json:"entityId"`
+			LastOperationTime string          `json:"lastOperationTime"`
+			State             json.RawMessage `json:"state"`
+		}
+		if r.code != http.StatusOK || json.Unmarshal(r.body, &items) != nil || len(items) != 1 ||
+			items[0].EntityID.Name != "counter" || items[0].EntityID.Key != key || string(items[0].State) != "7" || items[0].LastOperationTime == "" {
+			t.Errorf("list entities: %s", r)
+		}
+		if r := m.do(t, "DELETE", "/entities/Counter/"+key, ""); r.code != http.StatusAccepted {
+			t.Fatalf("delete: %s", r)
+		}
+		if r := waitEntity(http.StatusNotFound); r.code != http.StatusNotFound {
+			t.Errorf("read after delete: %s, want 404", r)
 		}
 	})
 }
