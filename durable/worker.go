@@ -281,7 +281,26 @@ func (w *Worker) runOrchestration(ctx context.Context, wi *backend.Orchestration
 		}
 		return
 	}
+	// Park a still-running execution before the commit releases the
+	// instance: the next work item for it may start as soon as the backend
+	// has committed, and must find the execution in the cache rather than
+	// replay beside a stale copy that would stay parked for nothing.
+	cached := ex.cacheable()
+	if cached {
+		n := len(c.NewHistory)
+		if !c.ResetHistory {
+			n += len(wi.History)
+		}
+		if evicted := w.cache.put(wi.InstanceID, &cacheEntry{ex: ex, executionID: ex.executionID, historyLen: n}); evicted != nil {
+			evicted.close()
+		}
+	}
 	if err := w.b.CompleteOrchestrationWorkItem(cctx, wi, c); err != nil {
+		if cached {
+			if ent := w.cache.take(wi.InstanceID); ent != nil && ent.ex != ex {
+				ent.ex.close()
+			}
+		}
 		ex.close()
 		if errors.Is(err, backend.ErrWorkItemLost) {
 			w.lost.Add(1)
@@ -294,14 +313,7 @@ func (w *Worker) runOrchestration(ctx context.Context, wi *backend.Orchestration
 		}
 		return
 	}
-	if ex.cacheable() {
-		n := len(c.NewHistory)
-		if !c.ResetHistory {
-			n += len(wi.History)
-		}
-		if evicted := w.cache.put(wi.InstanceID, &cacheEntry{ex: ex, executionID: ex.executionID, historyLen: n}); evicted != nil {
-			evicted.close()
-		}
+	if cached {
 		return
 	}
 	ex.close()

@@ -462,7 +462,9 @@ func TestWorkerNoGoroutineLeaks(t *testing.T) {
 	for range 10 {
 		x.run(t, "Bill", []string{"a", "b", "c"})
 	}
-	if n := coroutines(); n != 0 {
+	// A finished instance's coroutines exit once its work item is committed,
+	// which can be just after its status reads Completed.
+	if n := eventually(func() int { return coroutines() }, 0); n != 0 {
 		t.Errorf("%d coroutine goroutines left after the instances finished", n)
 	}
 	// Parked instances are unloaded when the worker stops.
@@ -481,7 +483,7 @@ func TestWorkerNoGoroutineLeaks(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if n := coroutines(); n != 5 {
+	if n := eventually(func() int { return coroutines() }, 5); n != 5 {
 		t.Errorf("%d parked coroutines, want 5", n)
 	}
 	x.stop()
@@ -492,6 +494,18 @@ func TestWorkerNoGoroutineLeaks(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// eventually polls f for up to 10 s until it returns want, and returns its
+// last value.
+func eventually(f func() int, want int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	n := f()
+	for n != want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		n = f()
+	}
+	return n
 }
 
 func coroutines() int {
