@@ -928,3 +928,27 @@ func TestInstancesCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestManagementAPIDerivedSystemKey runs a host with a master key and no
+// system key: the URLs it hands out carry a key derived from the master key,
+// not the master key, and that key opens the API.
+func TestManagementAPIDerivedSystemKey(t *testing.T) {
+	t.Parallel()
+	az := azurite.Shared(t)
+	hj, _ := durableHostJSON(t)
+	m := &mgmtHost{h: hosttest.Start(t, hosttest.Options{Storage: az.ConnectionString, HostJSON: hj})}
+	p := m.start(t, "HelloSequence", "", "")
+	u, err := url.Parse(p.StatusQueryGetURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := u.Query().Get("code"); code == "" || code == hosttest.MasterKey {
+		t.Fatalf("statusQueryGetUri %q: want a code other than the master key", p.StatusQueryGetURI)
+	}
+	if r := m.send(t, "GET", p.StatusQueryGetURI, ""); r.code != http.StatusOK && r.code != http.StatusAccepted {
+		t.Errorf("GET statusQueryGetUri: %s", r)
+	}
+	if r := m.send(t, "GET", "/api/durable/client?code="+u.Query().Get("code"), ""); r.code != http.StatusUnauthorized {
+		t.Errorf("the management key opened an admin function: %s", r)
+	}
+}
