@@ -188,6 +188,7 @@ func (e *Extension) Run(ctx context.Context) error {
 		InvokeActivity:              e.invokeActivity,
 		MaxConcurrentActivities:     hj.Extensions.DurableTask.MaxConcurrentActivityFunctions,
 		MaxConcurrentOrchestrations: hj.Extensions.DurableTask.MaxConcurrentOrchestratorFuncs,
+		MaxEntityOperationBatchSize: hj.Extensions.DurableTask.MaxEntityOperationBatchSize,
 		Logger:                      e.log,
 	})
 	werr := w.Run(ctx)

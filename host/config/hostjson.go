@@ -72,11 +72,14 @@ type BlobOptions struct {
 
 // DurableTaskOptions is "extensions.durableTask".
 type DurableTaskOptions struct {
-	HubName                        string         `json:"hubName"`
-	MaxConcurrentActivityFunctions int            `json:"maxConcurrentActivityFunctions"`
-	MaxConcurrentOrchestratorFuncs int            `json:"maxConcurrentOrchestratorFunctions"`
-	MaxConcurrentEntityFunctions   int            `json:"maxConcurrentEntityFunctions"`
-	StorageProvider                StorageOptions `json:"storageProvider"`
+	HubName                        string `json:"hubName"`
+	MaxConcurrentActivityFunctions int    `json:"maxConcurrentActivityFunctions"`
+	MaxConcurrentOrchestratorFuncs int    `json:"maxConcurrentOrchestratorFunctions"`
+	MaxConcurrentEntityFunctions   int    `json:"maxConcurrentEntityFunctions"`
+	// MaxEntityOperationBatchSize bounds the operations one entity runs per
+	// work item (default 5000, as Durable Functions).
+	MaxEntityOperationBatchSize int            `json:"maxEntityOperationBatchSize"`
+	StorageProvider             StorageOptions `json:"storageProvider"`
 }
 
 // StorageOptions is "extensions.durableTask.storageProvider".
@@ -218,6 +221,9 @@ func (h *HostJSON) Validate() error {
 	}
 	if pc := h.Extensions.DurableTask.StorageProvider.PartitionCount; pc != 0 && (pc < 1 || pc > 16) {
 		errs = append(errs, &FieldError{Field: "extensions.durableTask.storageProvider.partitionCount", Msg: "must be 1-16"})
+	}
+	if h.Extensions.DurableTask.MaxEntityOperationBatchSize < 0 {
+		errs = append(errs, &FieldError{Field: "extensions.durableTask.maxEntityOperationBatchSize", Msg: "must not be negative"})
 	}
 	if h.Retry != nil {
 		if err := h.Retry.Validate(); err != nil {
