@@ -119,6 +119,24 @@ func CreateTable(ctx context.Context, svc *aztables.ServiceClient, table string)
 	return nil
 }
 
+// AddEntityOnce inserts entity (JSON with PartitionKey and RowKey) into t,
+// creating the table if it is missing. An entity that exists already is
+// not an error: the write is idempotent, as a step that may be retried or
+// redelivered needs.
+func AddEntityOnce(ctx context.Context, t *aztables.Client, entity []byte) error {
+	_, err := t.AddEntity(ctx, entity, nil)
+	if IsNotFound(err) {
+		if _, cerr := t.CreateTable(ctx, nil); cerr != nil && !IsConflict(cerr) {
+			return fmt.Errorf("create table: %w", cerr)
+		}
+		_, err = t.AddEntity(ctx, entity, nil)
+	}
+	if err != nil && !IsConflict(err) {
+		return err
+	}
+	return nil
+}
+
 // Get reads the entity the binding's partitionKey and rowKey expressions
 // name into out (a pointer to a struct or map, decoded from JSON). A missing
 // entity or table wraps [ErrNotFound].

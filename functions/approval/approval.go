@@ -284,14 +284,7 @@ func (d *deps) pay(ctx context.Context, n notice) (string, error) {
 		"PartitionKey": n.Expense.Employee, "RowKey": n.InstanceID,
 		"PaymentId": paymentID, "Amount": n.Expense.Amount, "Currency": n.Expense.Currency, "Description": n.Expense.Description,
 	})
-	_, err := d.payments.AddEntity(ctx, row, nil)
-	if bstorage.IsNotFound(err) {
-		if _, cerr := d.payments.CreateTable(ctx, nil); cerr != nil && !bstorage.IsConflict(cerr) {
-			return "", fmt.Errorf("create table %s: %w", PaymentsTable, cerr)
-		}
-		_, err = d.payments.AddEntity(ctx, row, nil)
-	}
-	if err != nil && !bstorage.IsConflict(err) {
+	if err := bstorage.AddEntityOnce(ctx, d.payments, row); err != nil {
 		return "", fmt.Errorf("record payment %s: %w", paymentID, err)
 	}
 	return paymentID, nil

@@ -305,17 +305,7 @@ func insertOnce(ctx context.Context, t *aztables.Client, row map[string]any) err
 	if err != nil {
 		return err
 	}
-	_, err = t.AddEntity(ctx, b, nil)
-	if bstorage.IsNotFound(err) {
-		if _, cerr := t.CreateTable(ctx, nil); cerr != nil && !bstorage.IsConflict(cerr) {
-			return fmt.Errorf("create table: %w", cerr)
-		}
-		_, err = t.AddEntity(ctx, b, nil)
-	}
-	if err != nil && !bstorage.IsConflict(err) {
-		return err
-	}
-	return nil
+	return bstorage.AddEntityOnce(ctx, t, b)
 }
 
 func (s *service) ship(ctx context.Context, o Order) (string, error) {
