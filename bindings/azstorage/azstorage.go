@@ -7,6 +7,9 @@ package azstorage
 import (
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +32,25 @@ type Clients struct {
 	Blob  *azblob.Client
 	// Requests counts every HTTP request sent through these clients.
 	Requests *atomic.Int64
+
+	ops atomic.Pointer[Operations]
+}
+
+// CountOperations starts counting the requests sent through these clients
+// (and through transports from Transport) by operation, and returns the
+// counts. It is a diagnostic for benchmarks; calling it again restarts the
+// counts.
+func (c *Clients) CountOperations() *Operations {
+	o := &Operations{acct: c.Account, n: map[string]int64{}, d: map[string]time.Duration{}}
+	c.ops.Store(o)
+	return o
+}
+
+// Transport wraps next so that its requests are counted with these
+// clients' (Requests and CountOperations), for service clients built
+// outside this package.
+func (c *Clients) Transport(next http.RoundTripper) http.RoundTripper {
+	return &countingTransport{next: next, c: c}
 }
 
 // Open builds clients for a connection string.
@@ -43,7 +65,7 @@ func Open(connectionString string) (*Clients, error) {
 // OpenAccount builds clients for a parsed account.
 func OpenAccount(acct config.StorageAccount) (*Clients, error) {
 	c := &Clients{Account: acct, Requests: new(atomic.Int64)}
-	transport := &countingTransport{next: sharedTransport, n: c.Requests}
+	transport := c.Transport(sharedTransport)
 	opts := azcore.ClientOptions{
 		Transport: &http.Client{Transport: transport},
 		Retry: policy.RetryOptions{
@@ -89,10 +111,119 @@ var sharedTransport = &http.Transport{
 
 type countingTransport struct {
 	next http.RoundTripper
-	n    *atomic.Int64
+	c    *Clients
 }
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	t.n.Add(1)
-	return t.next.RoundTrip(r)
+	t.c.Requests.Add(1)
+	o := t.c.ops.Load()
+	if o == nil {
+		return t.next.RoundTrip(r)
+	}
+	t0 := time.Now()
+	res, err := t.next.RoundTrip(r)
+	o.add(r, time.Since(t0))
+	return res, err
+}
+
+// Operations counts requests by operation: the method, the service and the
+// kind of resource, e.g. "DELETE queue hub-control-*/messages/{id}" or
+// "POST table $batch". It is safe for concurrent use.
+type Operations struct {
+	acct config.StorageAccount
+	mu   sync.Mutex
+	n    map[string]int64
+	d    map[string]time.Duration // time to response headers
+}
+
+// Counts returns a copy of the counts by operation.
+func (o *Operations) Counts() map[string]int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[string]int64, len(o.n))
+	for k, v := range o.n {
+		out[k] = v
+	}
+	return out
+}
+
+// String lists the counts, largest first, one operation a line, with the
+// mean time to response headers.
+func (o *Operations) String() string {
+	counts := o.Counts()
+	o.mu.Lock()
+	mean := make(map[string]time.Duration, len(o.d))
+	for k, d := range o.d {
+		mean[k] = d / time.Duration(max(o.n[k], 1))
+	}
+	o.mu.Unlock()
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if counts[a] != counts[b] {
+			return int(counts[b] - counts[a])
+		}
+		return strings.Compare(a, b)
+	})
+	var sb strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "%8d  %7.2f ms  %s\n", counts[k], float64(mean[k])/float64(time.Millisecond), k)
+	}
+	return sb.String()
+}
+
+func (o *Operations) add(r *http.Request, d time.Duration) {
+	k := operationOf(o.acct, r)
+	o.mu.Lock()
+	o.n[k]++
+	o.d[k] += d
+	o.mu.Unlock()
+}
+
+// operationOf names a request's operation with instance-specific parts of
+// the path (message ids, entity keys, partition numbers) left out.
+func operationOf(acct config.StorageAccount, r *http.Request) string {
+	service := "?"
+	for _, s := range []struct{ name, base string }{{"queue", acct.QueueURL}, {"table", acct.TableURL}, {"blob", acct.BlobURL}} {
+		if s.base != "" && strings.Contains(s.base, "//"+r.URL.Host) {
+			service = s.name
+		}
+	}
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	if acct.Name != "" {
+		path = strings.TrimPrefix(path, acct.Name+"/")
+	}
+	parts := strings.Split(path, "/")
+	switch service {
+	case "queue":
+		if len(parts) > 2 && parts[1] == "messages" {
+			parts[2] = "{id}"
+		}
+	case "table":
+		if i := strings.IndexByte(parts[0], '('); i >= 0 {
+			if strings.HasSuffix(parts[0], "()") || r.URL.Query().Has("$filter") {
+				parts[0] = parts[0][:i] + " query"
+			} else {
+				parts[0] = parts[0][:i] + "(entity)"
+			}
+		} else if r.URL.Query().Has("$filter") {
+			parts[0] += " query"
+		}
+	case "blob":
+		if len(parts) > 1 {
+			parts = parts[:1]
+		}
+	}
+	for i, p := range parts {
+		if j := strings.LastIndexByte(p, '-'); j >= 0 && j < len(p)-1 && strings.Trim(p[j+1:], "0123456789") == "" {
+			parts[i] = p[:j+1] + "*"
+		}
+	}
+	op := r.Method + " " + service + " " + strings.Join(parts, "/")
+	if comp := r.URL.Query().Get("comp"); comp != "" {
+		op += "?comp=" + comp
+	}
+	return op
 }

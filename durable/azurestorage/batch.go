@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -123,7 +122,7 @@ func historyTableClient(clients *azstorage.Clients, table string) (*aztables.Cli
 		return nil, fmt.Errorf("table credential: %w", err)
 	}
 	opts := azcore.ClientOptions{
-		Transport:        &http.Client{Transport: &countingTransport{next: historyTransport, n: clients.Requests}},
+		Transport:        &http.Client{Transport: clients.Transport(historyTransport)},
 		PerRetryPolicies: []policy.Policy{capturePolicy{}},
 		Retry:            policy.RetryOptions{MaxRetries: 4, TryTimeout: 30 * time.Second, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 5 * time.Second},
 		Telemetry:        policy.TelemetryOptions{Disabled: true},
@@ -136,15 +135,3 @@ func historyTableClient(clients *azstorage.Clients, table string) (*aztables.Cli
 }
 
 var historyTransport = &http.Transport{MaxIdleConns: 128, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
-
-type countingTransport struct {
-	next http.RoundTripper
-	n    *atomic.Int64
-}
-
-func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.n != nil {
-		t.n.Add(1)
-	}
-	return t.next.RoundTrip(r)
-}

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,18 +46,25 @@ func durableWorkloads() []workload {
 
 // durableHost is an in-process host with the durable extension on a fresh,
 // in-memory Azurite. Its storage requests are counted apart from the
-// benchmark's own status polling, which uses separate clients.
+// benchmark's own status polling, which uses separate clients (and a
+// separate request counter).
 type durableHost struct {
+	name    string
+	cfg     *benchConfig
 	az      *azurite.Instance
 	ext     *extension.Extension
 	client  *durable.Client
+	clients *azstorage.Clients
 	hostReq func() int64
 	probe   *durable.Client
+	stalls  *stallMonitor
+	usage   cpuUsage
+	ops     *azstorage.Operations
 	cancel  context.CancelFunc
 	done    chan error
 }
 
-func startDurableHost() (*durableHost, error) {
+func startDurableHost(name string, bc *benchConfig) (*durableHost, error) {
 	az, err := azurite.Launch()
 	if err != nil {
 		return nil, err
@@ -96,17 +106,44 @@ func startDurableHost() (*durableHost, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &durableHost{az: az, ext: ext, client: ext.Client(), hostReq: clients.Requests.Load, probe: durable.NewClient(probeBackend), cancel: cancel, done: make(chan error, 1)}
+	d := &durableHost{name: name, cfg: bc, az: az, ext: ext, client: ext.Client(), clients: clients, hostReq: clients.Requests.Load,
+		probe: durable.NewClient(probeBackend), cancel: cancel, done: make(chan error, 1)}
+	d.stalls = startStallMonitor(probeClients)
 	go func() { d.done <- h.Run(ctx, ln) }()
 	// Wait until the hub is up: a first orchestration completes.
-	if _, err := d.runOne(ctx, "HelloSequence", 2*time.Millisecond, time.Minute); err != nil {
+	if _, err := d.runOne(ctx, "HelloSequence", time.Minute); err != nil {
 		d.stop()
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	return d, nil
 }
 
+// measure starts the measured window: the host's operation counts (with
+// -ops), the CPU accounting and the stall monitor restart here.
+func (d *durableHost) measure() {
+	if d.cfg.ops {
+		d.ops = d.clients.CountOperations()
+	}
+	d.usage = readCPU()
+	d.stalls.reset()
+}
+
+// report ends the measured window: it prints the window's CPU use, any
+// Azurite stall and (with -ops) the requests by operation to stderr.
+func (d *durableHost) report(window time.Duration) {
+	u := readCPU().sub(d.usage)
+	fmt.Fprintf(os.Stderr, "bench %s: window %.2f s, host CPU %.2f s, Azurite CPU %.2f s\n", d.name, window.Seconds(), u.self.Seconds(), u.children.Seconds())
+	if worst, at := d.stalls.worst(); worst >= stallThreshold {
+		fmt.Fprintf(os.Stderr, "bench %s: WARNING Azurite stalled: a probe request sent %.1f s into the window took %v; figures include the stall\n",
+			d.name, at.Seconds(), worst.Round(time.Millisecond))
+	}
+	if d.ops != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: host storage requests by operation:\n%s", d.name, d.ops)
+	}
+}
+
 func (d *durableHost) stop() {
+	d.stalls.stop()
 	d.cancel()
 	select {
 	case <-d.done:
@@ -115,13 +152,20 @@ func (d *durableHost) stop() {
 	d.az.Stop()
 }
 
-// runOne starts one instance and waits for it, polling every poll; it
-// returns the latency the host recorded (CompletedTime − CreatedTime).
-func (d *durableHost) runOne(ctx context.Context, name string, poll, timeout time.Duration) (time.Duration, error) {
+// oneRunPoll is how often runOne reads the instance row. The figure is the
+// host's own CompletedTime − CreatedTime, so the interval does not enter it;
+// it is short enough to start the next run soon and long enough that the
+// probe's reads (on Azurite's single thread) hardly delay the host's.
+const oneRunPoll = 5 * time.Millisecond
+
+// runOne starts one instance and waits for it; it returns the latency the
+// host recorded (CompletedTime − CreatedTime).
+func (d *durableHost) runOne(ctx context.Context, name string, timeout time.Duration) (time.Duration, error) {
 	id, err := d.client.ScheduleNew(ctx, name, nil)
 	if err != nil {
 		return 0, err
 	}
+	time.Sleep(2 * oneRunPoll)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		st, err := d.probe.GetInstance(ctx, id, false)
@@ -134,20 +178,21 @@ func (d *durableHost) runOne(ctx context.Context, name string, poll, timeout tim
 		if err != nil && !errors.Is(err, backend.ErrInstanceNotFound) {
 			return 0, err
 		}
-		time.Sleep(poll)
+		time.Sleep(oneRunPoll)
 	}
 	return 0, fmt.Errorf("instance %s did not complete within %v", id, timeout)
 }
 
 // benchChain3 is W1: 500 HelloSequence instances started at once.
-func benchChain3(*benchConfig) (map[string]float64, error) {
-	d, err := startDurableHost()
+func benchChain3(cfg *benchConfig) (map[string]float64, error) {
+	d, err := startDurableHost("chain3", cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
 	ctx := context.Background()
 	const n = 500
+	d.measure()
 	before := d.hostReq()
 	start := time.Now()
 	ids := make([]string, n)
@@ -175,8 +220,12 @@ func benchChain3(*benchConfig) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The last acknowledgements run in the background after the rows say
+	// Completed; they are part of the cost.
+	time.Sleep(300 * time.Millisecond)
 	requests := d.hostReq() - before
 	elapsed := end.Sub(start)
+	d.report(elapsed)
 	return map[string]float64{
 		figChainRate:     float64(n) / elapsed.Seconds(),
 		figChainP50:      ms(percentile(lat, 0.50)),
@@ -186,7 +235,10 @@ func benchChain3(*benchConfig) (map[string]float64, error) {
 }
 
 // waitAll polls the instances' rows until all are Completed and returns
-// their recorded latencies and the latest completion time.
+// their recorded latencies and the latest completion time. Each poll is a
+// query of the whole Instances table (a scan on Azurite), so it polls only
+// once a second: the figures come from the rows' times, not from when the
+// poll saw them.
 func waitAll(ctx context.Context, probe *durable.Client, ids []string, timeout time.Duration) ([]time.Duration, time.Time, error) {
 	pending := map[string]bool{}
 	for _, id := range ids {
@@ -223,20 +275,21 @@ func waitAll(ctx context.Context, probe *durable.Client, ids []string, timeout t
 			}
 		}
 		if len(pending) > 0 {
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 	}
 	return lat, last, nil
 }
 
 // benchFanout is W2: one orchestration fanning out 1000 activities and in.
-func benchFanout(*benchConfig) (map[string]float64, error) {
-	d, err := startDurableHost()
+func benchFanout(cfg *benchConfig) (map[string]float64, error) {
+	d, err := startDurableHost("fanout1000", cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
 	ctx := context.Background()
+	d.measure()
 	id, err := d.client.ScheduleNew(ctx, "FanOutFanIn", 1000)
 	if err != nil {
 		return nil, err
@@ -245,36 +298,53 @@ func benchFanout(*benchConfig) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
+	time.Sleep(300 * time.Millisecond)
+	d.report(lat[0])
 	return map[string]float64{figFanout: lat[0].Seconds()}, nil
 }
 
 // benchLatency is W3: 20 chain-3 runs one at a time, then one more after
 // 60 s of idleness, during which the host's storage requests are counted.
-func benchLatency(*benchConfig) (map[string]float64, error) {
-	d, err := startDurableHost()
+//
+// The 20 runs fit well inside Azurite's first 60 s; its first queue GC
+// sweep falls into the idle minute, where it delays nothing of ours (and
+// after a few hundred messages it is short). The stall monitor reports it
+// should it reach a measured window.
+func benchLatency(cfg *benchConfig) (map[string]float64, error) {
+	d, err := startDurableHost("latency", cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
 	ctx := context.Background()
 	var lat []time.Duration
+	d.measure()
+	t0 := time.Now()
 	for range 20 {
-		l, err := d.runOne(ctx, "HelloSequence", 2*time.Millisecond, time.Minute)
+		l, err := d.runOne(ctx, "HelloSequence", time.Minute)
 		if err != nil {
 			return nil, err
 		}
 		lat = append(lat, l)
 	}
-	// Let in-flight deletes and renewals settle before counting idle traffic.
+	d.name = "latency (20 sequential)"
+	d.report(time.Since(t0))
+	// Let in-flight deletes settle before counting idle traffic.
 	time.Sleep(2 * time.Second)
 	const idle = 60 * time.Second
+	d.measure()
 	before := d.hostReq()
 	time.Sleep(idle)
 	idleRate := float64(d.hostReq()-before) / idle.Seconds()
-	after, err := d.runOne(ctx, "HelloSequence", 2*time.Millisecond, time.Minute)
+	d.name = "latency (idle)"
+	d.report(idle)
+	d.measure()
+	after, err := d.runOne(ctx, "HelloSequence", time.Minute)
 	if err != nil {
 		return nil, err
 	}
+	d.name = "latency (after idle)"
+	d.report(after)
 	return map[string]float64{
 		figLatencyP50:   ms(percentile(lat, 0.50)),
 		figAfterIdle:    ms(after),
@@ -293,3 +363,137 @@ func percentile(v []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// traceStalls (-stalls) prints every probe slower than 100 ms.
+var traceStalls bool
+
+// stallThreshold is the probe latency reported as an Azurite stall (its
+// queue GC blocks every request; a healthy request takes about 1 ms).
+const stallThreshold = 250 * time.Millisecond
+
+// stallMonitor sends a cheap request (queue service properties) to Azurite
+// every 200 ms on its own clients and keeps the slowest answer since the
+// last reset, so that a run hit by Azurite's queue GC stall says so.
+type stallMonitor struct {
+	mu      sync.Mutex
+	max     time.Duration
+	maxAt   time.Time // when the slowest probe was sent
+	since   time.Time // last reset
+	started time.Time // of the request in flight, zero when none
+	quit    chan struct{}
+	done    chan struct{}
+}
+
+func startStallMonitor(c *azstorage.Clients) *stallMonitor {
+	m := &stallMonitor{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		for {
+			select {
+			case <-m.quit:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			m.mu.Lock()
+			m.started = time.Now()
+			m.mu.Unlock()
+			c0 := readCPU().children
+			_, _ = c.Queue.GetServiceProperties(ctx, nil)
+			cancel()
+			if traceStalls {
+				if d := time.Since(m.started); d > 100*time.Millisecond {
+					fmt.Fprintf(os.Stderr, "bench: slow probe at %s took %v, Azurite CPU meanwhile %v\n", m.started.Format("15:04:05.000"), d, readCPU().children-c0)
+				}
+			}
+			m.mu.Lock()
+			if d := time.Since(m.started); d > m.max {
+				m.max, m.maxAt = d, m.started
+			}
+			m.started = time.Time{}
+			m.mu.Unlock()
+		}
+	}()
+	return m
+}
+
+func (m *stallMonitor) reset() {
+	m.mu.Lock()
+	m.max, m.since = 0, time.Now()
+	m.mu.Unlock()
+}
+
+// worst is the slowest probe since the last reset, counting one still in
+// flight, and when (after the reset) it was sent.
+func (m *stallMonitor) worst() (time.Duration, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, at := m.max, m.maxAt
+	if !m.started.IsZero() && time.Since(m.started) > w {
+		w, at = time.Since(m.started), m.started
+	}
+	return w, at.Sub(m.since)
+}
+
+func (m *stallMonitor) stop() {
+	close(m.quit)
+	<-m.done
+}
+
+// cpuUsage is CPU time used by this process (host and benchmark) and by its
+// live child processes (Azurite).
+type cpuUsage struct{ self, children time.Duration }
+
+func (u cpuUsage) sub(v cpuUsage) cpuUsage {
+	return cpuUsage{self: u.self - v.self, children: u.children - v.children}
+}
+
+// readCPU reads /proc: this process's utime+stime and those of its direct
+// children (Azurite runs as one node process).
+func readCPU() cpuUsage {
+	var u cpuUsage
+	self := strconv.Itoa(os.Getpid())
+	u.self = procCPU("/proc/self/stat")
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := statFields(string(b))
+		if len(f) > 13 && f[1] == self {
+			u.children += ticks(f[11]) + ticks(f[12])
+		}
+	}
+	return u
+}
+
+func procCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	f := statFields(string(b))
+	if len(f) < 13 {
+		return 0
+	}
+	return ticks(f[11]) + ticks(f[12])
+}
+
+// statFields splits /proc/PID/stat after the command name: field 0 is the
+// state, 1 the parent pid, 11 utime, 12 stime.
+func statFields(s string) []string {
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.Fields(s)
+}
+
+// ticks converts clock ticks (USER_HZ, 100 on Linux) to a duration.
+func ticks(s string) time.Duration {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return time.Duration(n) * 10 * time.Millisecond
+}

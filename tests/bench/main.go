@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ type workload struct {
 
 type benchConfig struct {
 	runs int
+	// ops prints each durable run's storage requests by operation.
+	ops bool
 }
 
 // figureUnits names the unit of every figure.
@@ -38,9 +41,25 @@ func unit(name, u string) string { figureUnits[name] = u; return name }
 func main() {
 	runs := flag.Int("runs", 3, "runs per workload; the median is reported")
 	only := flag.String("only", "", "comma-separated workload names to run (default: all)")
+	ops := flag.Bool("ops", false, "print each durable run's host storage requests by operation (stderr)")
+	flag.BoolVar(&traceStalls, "stalls", false, "print every Azurite probe slower than 100 ms (stderr)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (host side) to this file")
 	flag.Parse()
-	cfg := &benchConfig{runs: *runs}
+	cfg := &benchConfig{runs: *runs, ops: *ops}
 	fmt.Printf("BENCH machine %q\n", machine())
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	selected := map[string]bool{}
 	for _, n := range strings.Split(*only, ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -74,6 +93,7 @@ func main() {
 		}
 	}
 	if failed {
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -126,5 +146,11 @@ func machine() string {
 		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
 		mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
 	}
-	return fmt.Sprintf("%s, %d cores%s, %s %s/%s, %s", cpu, runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = ", load " + strings.Join(f[:3], " ")
+		}
+	}
+	return fmt.Sprintf("%s, %d cores%s, %s %s/%s, %s%s", cpu, runtime.NumCPU(), mem, runtime.Version(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"), load)
 }
