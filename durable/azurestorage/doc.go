@@ -44,7 +44,7 @@
 //
 // The sentinel of step 1 also records the checkpoint's outbound messages
 // (PendingOutbound; activity calls as references to their history row),
-// the ids of the last 100 consumed queue messages (RecentMessageIds) and
+// the ids of recently consumed queue messages (RecentMessageIds) and
 // the custom status. If the process dies after step 1, the consumed
 // messages come back after their visibility timeout and are recognised by
 // id and dropped; the history load they cause sees that the Instances row
@@ -86,6 +86,22 @@
 // fetched again while held only refreshes its receipt. Delayed messages
 // wake the local poller when due.
 //
+// An activity result for an instance of a partition this process owns is
+// handed over in memory instead of being enqueued: the activity message
+// stays invisible (its visibility still renewed) until the checkpoint that
+// records the result deletes it, so the result costs no request of its own
+// and nothing is acknowledged before its effect is written. Should the
+// process die first, the activity message comes back and the call is made
+// again (activities run at least once); a redelivered activity message
+// whose result is already in history is deleted without a call (and, when
+// the Instances row shows that checkpoint interrupted, a copy of the
+// recorded answer goes to the control queue so that the owner finishes the
+// checkpoint). A held result that leaves memory unacknowledged (a deferral
+// or an abandon with delay, Stop) is enqueued then, with the activity
+// message deleted after it. Hand-overs count in the partition's backlog;
+// past ControlQueueBufferThreshold small results are still handed over, up
+// to four times the threshold.
+//
 // Messages are grouped by instance into sessions; one work item per
 // instance is out at a time. Committed histories are cached (up to
 // MaxCachedInstances), so a new event does not reload history; an instance
@@ -97,11 +113,16 @@
 // rate-limited logs, so the backend rides out storage outages.
 //
 // A chain of three activities (HelloSequence) started and run by one
-// process costs 23 storage requests plus idle polls: 2 for the start
+// process costs 17 storage requests plus idle polls: 2 for the start
 // (message, Instances row), 4 for each of the first three episodes
-// (history transaction, activity message, Instances row, acknowledgement),
-// 3 for the last one and 2 per activity (result, acknowledgement). No
-// history is read and no queue is polled on the way.
+// (history transaction, activity message, Instances row, acknowledgement
+// of the consumed start or activity message) and 3 for the last one. No
+// history is read, no result is enqueued and no queue is polled on the
+// way.
+//
+// The sentinel's RecentMessageIds keep at least the last 100 consumed ids
+// and always all of the last two checkpoints' (their deletions may be in
+// flight when the process dies).
 //
 // # Deviations from DurableTask.AzureStorage
 //

@@ -42,6 +42,7 @@ type cachedInstance struct {
 	history      []*history.Event
 	etag         azcore.ETag
 	applied      []string // recently consumed message ids, oldest first
+	lastBatch    int      // how many of them the last checkpoint consumed
 	customStatus string
 }
 
@@ -97,6 +98,8 @@ func (b *Backend) markReadyLocked(s *session) {
 // count (the messages themselves come back when their visibility ends).
 func (b *Backend) forgetSessionLocked(s *session) {
 	b.buffered[s.partition] -= len(s.pending)
+	dropHandovers(b, s.pending)
+	dropHandovers(b, s.parked)
 	s.pending, s.parked = nil, nil
 }
 
@@ -127,6 +130,8 @@ func (b *Backend) requeue(s *session, msgs []*qmsg, delay time.Duration) {
 	if b.ownsLocked(s.partition) {
 		s.pending = append(slices.Clone(msgs), s.pending...)
 		b.buffered[s.partition] += len(msgs)
+	} else {
+		dropHandovers(b, msgs)
 	}
 	if delay <= 0 {
 		b.unlockLocked(s)
@@ -211,7 +216,8 @@ func (b *Backend) NextOrchestrationWorkItem(ctx context.Context) (*backend.Orche
 		b.buffered[s.partition] -= len(s.pending)
 		msgs := append(s.parked, s.pending...)
 		s.parked, s.pending = nil, nil
-		s.inflight = msgs
+		s.inflight = slices.Clone(msgs) // buildWorkItem sorts msgs without the lock
+
 		ci := b.cache[s.id]
 		b.mu.Unlock()
 
@@ -252,6 +258,13 @@ func answerOf(e *history.Event) (history.Type, int, bool) {
 // ("@name@key"); entities have no start message.
 func isEntityID(id string) bool { return strings.HasPrefix(id, "@") }
 
+// answeredIn reports whether e answers a task, timer or sub-orchestration
+// whose answer hist already holds.
+func answeredIn(hist []*history.Event, e *history.Event) bool {
+	t, id, ok := answerOf(e)
+	return ok && isAnswered(hist, t, id)
+}
+
 func isScheduled(hist []*history.Event, t history.Type, id int) bool {
 	return slices.ContainsFunc(hist, func(h *history.Event) bool { return h.EventType == t && h.EventID == id })
 }
@@ -287,7 +300,7 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 				return nil, err
 			}
 		}
-		ci = &cachedInstance{partition: s.partition, executionID: lh.executionID, history: lh.events, etag: lh.etag, applied: lh.applied, customStatus: lh.customStatus}
+		ci = &cachedInstance{partition: s.partition, executionID: lh.executionID, history: lh.events, etag: lh.etag, applied: lh.applied, lastBatch: len(lh.applied), customStatus: lh.customStatus}
 		b.mu.Lock()
 		b.cache[s.id] = ci
 		b.evictLocked()
@@ -374,6 +387,8 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 			if row == nil || row.RuntimeStatus.Terminal() {
 				v, reason = poisonIt, "instance has finished"
 			}
+		case (target == "" || target == curExec) && answeredIn(hist, e):
+			v = drop // a duplicate answer, also after the instance finished
 		case terminal:
 			v, reason = poisonIt, "instance has finished"
 		case target != "" && target != curExec:
@@ -471,15 +486,23 @@ func splitCarryover(wi *backend.OrchestrationWorkItem, st *orchState, carry []*h
 	return consumed, parked, unmatched
 }
 
-func appendRecent(applied []string, msgs []*qmsg) []string {
-	out := slices.Clone(applied)
+// appendRecent adds the ids of the messages a checkpoint consumed to the
+// recent ids. It keeps at least recentIDs, and always every id of this
+// checkpoint and of the previous one (prevBatch): their deletions may be
+// in flight when the process dies, and each copy that comes back must be
+// recognised.
+func appendRecent(applied []string, prevBatch int, msgs []*qmsg) (out []string, batch int) {
+	out = slices.Clone(applied)
 	for _, m := range msgs {
-		out = append(out, m.id)
+		if m.via == nil { // a hand-over never comes back as a control message
+			out = append(out, m.id)
+			batch++
+		}
 	}
-	if len(out) > recentIDs {
-		out = out[len(out)-recentIDs:]
+	if keep := max(recentIDs, prevBatch+batch); len(out) > keep {
+		out = out[len(out)-keep:]
 	}
-	return out
+	return out, batch
 }
 
 // completeState fills the status row from history where the runtime left
@@ -535,6 +558,7 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 	s, ci, id := st.sess, st.ci, wi.InstanceID
 	if !b.owns(s.partition) {
 		b.invalidate(id)
+		dropHandovers(b, st.msgs)
 		b.release(s)
 		return fmt.Errorf("%w: partition %s is no longer owned", backend.ErrWorkItemLost, b.names.controlQueues[s.partition])
 	}
@@ -553,7 +577,7 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 		base = 0
 	}
 	consumed, parked, unmatched := splitCarryover(wi, st, c.Carryover)
-	applied := appendRecent(ci.applied, consumed)
+	applied, batch := appendRecent(ci.applied, ci.lastBatch, consumed)
 	t0 := time.Now()
 	at := b.now().Truncate(time.Millisecond)
 	etag := ci.etag
@@ -581,6 +605,7 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 	if b.failAfterHistory != nil && b.failAfterHistory(id, c) {
 		// Simulated crash: nothing after the history write happens.
 		b.invalidate(id)
+		dropHandovers(b, st.msgs)
 		b.mu.Lock()
 		b.forgetSessionLocked(s)
 		b.unlockLocked(s)
@@ -597,6 +622,7 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 	// redelivered, and the next history load finishes the checkpoint.
 	fail := func(err error) error {
 		b.invalidate(id)
+		dropHandovers(b, st.msgs)
 		b.release(s)
 		return err
 	}
@@ -630,7 +656,7 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 	// lost comes back and is dropped by its id (RecentMessageIds).
 	b.ackLater(consumed)
 
-	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, customStatus: c.State.CustomStatus}
+	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, lastBatch: batch, customStatus: c.State.CustomStatus}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cache[id] = nci

@@ -34,6 +34,9 @@ type qmsg struct {
 	inserted     time.Time
 	attempts     int  // local deferrals and abandons
 	local        bool // enqueued invisible for local delivery
+	// via is set on an activity result handed over in memory (no queue
+	// message of its own): acknowledging it deletes the activity message.
+	via *actState
 }
 
 func (b *Backend) queueClient(i int) *azqueue.QueueClient {
@@ -260,6 +263,9 @@ func (b *Backend) receipt(m *qmsg) string {
 // (receipt changed), is not an error: its copy is recognised as a
 // duplicate when it comes back.
 func (b *Backend) deleteMessage(ctx context.Context, m *qmsg) error {
+	if m.via != nil {
+		return b.ackHandover(ctx, m.via)
+	}
 	err := b.retry(ctx, "delete message from "+b.queueName(m.queue), func() error {
 		_, err := b.queueClient(m.queue).DeleteMessage(ctx, m.id, b.receipt(m), nil)
 		if isStatus(err, http.StatusNotFound, http.StatusBadRequest) {
@@ -309,6 +315,10 @@ func (b *Backend) ackLater(msgs []*qmsg) {
 // hide makes m invisible for d (abandon, defer) and wakes the local poller
 // when it is due again. It keeps the body unchanged.
 func (b *Backend) hide(ctx context.Context, m *qmsg, d time.Duration) {
+	if m.via != nil {
+		b.spillHandover(ctx, m, d)
+		return
+	}
 	err := b.retry(ctx, "update message visibility", func() error {
 		res, err := b.queueClient(m.queue).UpdateMessage(ctx, m.id, b.receipt(m), m.text, &azqueue.UpdateMessageOptions{VisibilityTimeout: to.Ptr(seconds(d))})
 		if err != nil {
@@ -347,6 +357,10 @@ type poisonRecord struct {
 // poisonMessage moves m to h-poison with the reason, then deletes it.
 func (b *Backend) poisonMessage(ctx context.Context, m *qmsg, reason string) {
 	rec := poisonRecord{Reason: reason, Queue: b.queueName(m.queue), MessageID: m.id, PoisonedAt: b.now(), Message: m.text}
+	if m.via != nil {
+		body, _ := encodeEnvelope(m.env)
+		rec.Message = string(body)
+	}
 	if m.env != nil && m.env.Event != nil {
 		rec.InstanceID, rec.EventType = m.env.Instance.InstanceID, m.env.Event.EventType.String()
 	}

@@ -222,8 +222,9 @@ func TestLargePayloads(t *testing.T) {
 			names = append(names, *it.Name)
 		}
 	}
+	// (The activity result was handed over in memory: it has no message.)
 	joined := strings.Join(names, " ")
-	for _, want := range []string{"big/message-", "-ExecutionStarted.json.gz", "-TaskScheduled.json.gz", "-TaskCompleted.json.gz"} {
+	for _, want := range []string{"big/message-", "-ExecutionStarted.json.gz", "-TaskScheduled.json.gz"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("no large-message blob %q among %v", want, names)
 		}
