@@ -61,7 +61,7 @@ func (capturePolicy) Do(req *policy.Request) (*http.Response, error) {
 func parseBatchResponse(body []byte) batchResult {
 	var r batchResult
 	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
+	sc.Buffer(nil, 4<<20) // grows from 4 KB as long lines need
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		switch {
