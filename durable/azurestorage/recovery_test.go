@@ -259,3 +259,77 @@ func TestLongTimer(t *testing.T) {
 		t.Fatalf("abandoned work item not redelivered: %v %v", wi, err)
 	}
 }
+
+// TestHandoverSpilledAtStop stops a backend while an activity result it
+// handed over in memory waits for its orchestration: Stop enqueues the
+// result, so the next backend finishes the instance without calling the
+// activity again.
+func TestHandoverSpilledAtStop(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t)
+	a := env.start(t, env.options())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	id := "handover-stop"
+	if err := a.CreateInstance(ctx, startedEvent(id, "HelloSequence", "null")); err != nil {
+		t.Fatal(err)
+	}
+	wi, err := a.NextOrchestrationWorkItem(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CompleteOrchestrationWorkItem(ctx, wi, (&chain{cities: cities}).step(wi)); err != nil {
+		t.Fatal(err)
+	}
+	awi, err := a.NextActivityWorkItem(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CompleteActivityWorkItem(ctx, awi, sayHello(awi)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b := env.start(t, env.options())
+	var mu sync.Mutex
+	calls := map[int]int{}
+	bctx, bcancel := context.WithCancel(ctx)
+	defer bcancel()
+	go func() {
+		for {
+			wi, err := b.NextActivityWorkItem(bctx)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			calls[wi.Event.EventID]++
+			mu.Unlock()
+			_ = b.CompleteActivityWorkItem(bctx, wi, sayHello(wi))
+		}
+	}()
+	go func() {
+		for {
+			wi, err := b.NextOrchestrationWorkItem(bctx)
+			if err != nil {
+				return
+			}
+			_ = b.CompleteOrchestrationWorkItem(bctx, wi, (&chain{cities: cities}).step(wi))
+		}
+	}()
+	st := waitStatus(t, b, id, 30*time.Second, history.StatusCompleted)
+	if st.Output != helloOutput {
+		t.Fatalf("output %s", st.Output)
+	}
+	h, err := b.GetHistory(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHistory(t, h)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls[0] != 0 || calls[1] != 1 || calls[2] != 1 {
+		t.Fatalf("activity calls after the restart by task: %v, want none for task 0", calls)
+	}
+}
