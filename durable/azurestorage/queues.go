@@ -300,16 +300,20 @@ func (b *Backend) deleteAll(ctx context.Context, msgs []*qmsg) {
 }
 
 // ackLater deletes messages whose effects are committed, in the
-// background; Stop waits for it.
-func (b *Backend) ackLater(msgs []*qmsg) {
+// background; Stop waits for it. The returned channel is closed when the
+// deletes are done (nil when there is nothing to delete).
+func (b *Backend) ackLater(msgs []*qmsg) <-chan struct{} {
 	if len(msgs) == 0 {
-		return
+		return nil
 	}
+	done := make(chan struct{})
 	b.acks.Go(func() {
+		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		b.deleteAll(ctx, msgs)
 	})
+	return done
 }
 
 // hide makes m invisible for d (abandon, defer) and wakes the local poller
@@ -375,6 +379,7 @@ func (b *Backend) poisonMessage(ctx context.Context, m *qmsg, reason string) {
 	})
 	if err != nil {
 		b.log.Error("poison message not recorded; leaving it in its queue", "message_id", m.id, "error", err)
+		dropHandovers(b, []*qmsg{m})
 		return
 	}
 	b.stats.poisoned.Add(1)
