@@ -37,13 +37,17 @@ func (s *session) empty() bool {
 // wrote or read it. It is replaced, never changed, so a work item may keep
 // a pointer to it.
 type cachedInstance struct {
-	partition    int
-	executionID  string
-	history      []*history.Event
-	etag         azcore.ETag
-	applied      []string // recently consumed message ids, oldest first
-	lastBatch    int      // how many of them the last checkpoint consumed
-	customStatus string
+	partition   int
+	executionID string
+	history     []*history.Event
+	etag        azcore.ETag
+	applied     []string // recently consumed message ids, oldest first
+	lastBatch   int      // how many of them the last checkpoint consumed
+	// acked and prevAcked are closed when the background deletes of the
+	// messages the last and the one-before-last checkpoints consumed are
+	// done (nil: nothing in flight from this process).
+	acked, prevAcked <-chan struct{}
+	customStatus     string
 }
 
 func (c *cachedInstance) hasApplied(id string) bool { return slices.Contains(c.applied, id) }
@@ -577,6 +581,17 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 		base = 0
 	}
 	consumed, parked, unmatched := splitCarryover(wi, st, c.Carryover)
+	// The checkpoint keeps the ids of its own and the previous checkpoint's
+	// messages; older ones leave the list. Their deletes must be done by
+	// then, or a copy that comes back after a crash would not be recognised.
+	if ci.prevAcked != nil {
+		select {
+		case <-ci.prevAcked:
+		case <-ctx.Done():
+			b.requeue(s, st.msgs, time.Second)
+			return fmt.Errorf("%w: %v", backend.ErrWorkItemLost, ctx.Err())
+		}
+	}
 	applied, batch := appendRecent(ci.applied, ci.lastBatch, consumed)
 	t0 := time.Now()
 	at := b.now().Truncate(time.Millisecond)
@@ -654,9 +669,10 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 	// The commit is durable: acknowledge in the background, so that the
 	// instance's next work item need not wait. A message whose delete is
 	// lost comes back and is dropped by its id (RecentMessageIds).
-	b.ackLater(consumed)
+	acked := b.ackLater(consumed)
 
-	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, lastBatch: batch, customStatus: c.State.CustomStatus}
+	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, lastBatch: batch,
+		customStatus: c.State.CustomStatus, acked: acked, prevAcked: ci.acked}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cache[id] = nci
