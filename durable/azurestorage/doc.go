@@ -44,14 +44,15 @@
 //
 // The sentinel of step 1 also records the checkpoint's outbound messages
 // (PendingOutbound; activity calls as references to their history row),
-// the ids of recently consumed queue messages (RecentMessageIds) and
-// the custom status. If the process dies after step 1, the consumed
-// messages come back after their visibility timeout and are recognised by
-// id and dropped; the history load they cause sees that the Instances row
-// is older than the sentinel's checkpoint, resends every recorded outbound
-// message whose answer is not in history, and rewrites the row from
-// history (so a finished instance is never left reported as Running).
-// Stats counts Dropped, Resent and Repaired.
+// the ids of recently consumed queue messages (RecentMessageIds), the
+// consumed messages not yet known to be deleted, with their pop receipts
+// (UnackedMessages), and the custom status. If the process dies after
+// step 1, the consumed messages come back after their visibility timeout
+// and are recognised by id and dropped; the history load they cause sees
+// that the Instances row is older than the sentinel's checkpoint, resends
+// every recorded outbound message whose answer is not in history, and
+// rewrites the row from history (so a finished instance is never left
+// reported as Running). Stats counts Dropped, Resent and Repaired.
 //
 // Messages are checked before they reach the runtime: a message already
 // applied (by id), a second start of the current execution, and a result
@@ -120,9 +121,21 @@
 // history is read, no result is enqueued and no queue is polled on the
 // way.
 //
-// The sentinel's RecentMessageIds keep at least the last 100 consumed ids
-// and always all of the last two checkpoints' (their deletions may be in
-// flight when the process dies).
+// Exactly-once processing does not rest on a window of recent ids: a
+// consumed message whose delete is lost (the process died, or the message
+// was fetched again meanwhile and the delete met another pop receipt) may
+// come back after any number of other messages, behind a backlog of any
+// size. So a consumed message stays in the instance's UnackedMessages
+// until a delete is seen to remove it (deleted, or 404 MessageNotFound; a
+// 400 PopReceiptMismatch means that a copy is still queued), however many
+// checkpoints that takes, and every copy that comes back meanwhile is
+// dropped and deleted. A process that loads the instance's history, after
+// finishing an interrupted checkpoint, deletes the listed messages with
+// their recorded receipts: those found gone leave the list, the others
+// are dropped when they come back. The list holds only messages whose
+// deletes are in flight or whose copies are on their way, so it is bounded
+// by what is in flight, not by the number of messages processed;
+// RecentMessageIds keep the last 100 consumed ids besides.
 //
 // # Deviations from DurableTask.AzureStorage
 //
@@ -140,9 +153,9 @@
 //   - Purging deletes large-message blobs under "{escaped id}/" (with the
 //     slash), not every name starting with the id; spilled message blobs
 //     are named by the escaped id too.
-//   - The sentinel has three extra columns (PendingOutbound,
-//     RecentMessageIds, CustomStatus); Instances rows are not touched by
-//     suspend/resume reasons beyond what the runtime reports.
+//   - The sentinel has four extra columns (PendingOutbound,
+//     RecentMessageIds, UnackedMessages, CustomStatus); Instances rows are
+//     not touched by suspend/resume reasons beyond what the runtime reports.
 //   - The query continuation token is this package's own (base64 JSON of
 //     the table's next keys).
 package azurestorage

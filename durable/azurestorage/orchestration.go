@@ -42,15 +42,15 @@ type cachedInstance struct {
 	history     []*history.Event
 	etag        azcore.ETag
 	applied     []string // recently consumed message ids, oldest first
-	lastBatch   int      // how many of them the last checkpoint consumed
-	// acked and prevAcked are closed when the background deletes of the
-	// messages the last and the one-before-last checkpoints consumed are
-	// done (nil: nothing in flight from this process).
-	acked, prevAcked <-chan struct{}
-	customStatus     string
+	// unacked holds the consumed messages not known to be out of their
+	// queue yet; it is shared with the instance's next cached states.
+	unacked      *ackBook
+	customStatus string
 }
 
-func (c *cachedInstance) hasApplied(id string) bool { return slices.Contains(c.applied, id) }
+func (c *cachedInstance) hasApplied(id string) bool {
+	return slices.Contains(c.applied, id) || c.unacked.has(id)
+}
 
 // orchState is an orchestration work item's private state.
 type orchState struct {
@@ -304,7 +304,10 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 				return nil, err
 			}
 		}
-		ci = &cachedInstance{partition: s.partition, executionID: lh.executionID, history: lh.events, etag: lh.etag, applied: lh.applied, lastBatch: len(lh.applied), customStatus: lh.customStatus}
+		// The consumed messages that the checkpoint left perhaps queued
+		// are acknowledged now that it is finished.
+		unacked := b.settleUnacked(ctx, s.partition, lh.unacked)
+		ci = &cachedInstance{partition: s.partition, executionID: lh.executionID, history: lh.events, etag: lh.etag, applied: lh.applied, unacked: unacked, customStatus: lh.customStatus}
 		b.mu.Lock()
 		b.cache[s.id] = ci
 		b.evictLocked()
@@ -426,7 +429,8 @@ func (b *Backend) buildWorkItem(ctx context.Context, s *session, msgs []*qmsg, c
 	if len(dropped) > 0 {
 		b.stats.dropped.Add(int64(len(dropped)))
 		b.log.Debug("duplicate messages dropped", "instance_id", s.id, "count", len(dropped))
-		b.deleteAll(ctx, dropped)
+		// Copies of consumed messages: once deleted, they leave the book.
+		b.ackConsumed(ctx, ci.unacked, dropped, true)
 	}
 	for _, p := range poisons {
 		b.poisonMessage(ctx, p.m, p.reason)
@@ -491,22 +495,20 @@ func splitCarryover(wi *backend.OrchestrationWorkItem, st *orchState, carry []*h
 }
 
 // appendRecent adds the ids of the messages a checkpoint consumed to the
-// recent ids. It keeps at least recentIDs, and always every id of this
-// checkpoint and of the previous one (prevBatch): their deletions may be
-// in flight when the process dies, and each copy that comes back must be
-// recognised.
-func appendRecent(applied []string, prevBatch int, msgs []*qmsg) (out []string, batch int) {
-	out = slices.Clone(applied)
+// recent ids and keeps the last recentIDs of them. (Every consumed message
+// that may still be queued is also in the instance's ackBook, which has
+// no such bound.)
+func appendRecent(applied []string, msgs []*qmsg) []string {
+	out := slices.Clone(applied)
 	for _, m := range msgs {
 		if m.via == nil { // a hand-over never comes back as a control message
 			out = append(out, m.id)
-			batch++
 		}
 	}
-	if keep := max(recentIDs, prevBatch+batch); len(out) > keep {
-		out = out[len(out)-keep:]
+	if len(out) > recentIDs {
+		out = out[len(out)-recentIDs:]
 	}
-	return out, batch
+	return out
 }
 
 // completeState fills the status row from history where the runtime left
@@ -581,18 +583,17 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 		base = 0
 	}
 	consumed, parked, unmatched := splitCarryover(wi, st, c.Carryover)
-	// The checkpoint keeps the ids of its own and the previous checkpoint's
-	// messages; older ones leave the list. Their deletes must be done by
-	// then, or a copy that comes back after a crash would not be recognised.
-	if ci.prevAcked != nil {
-		select {
-		case <-ci.prevAcked:
-		case <-ctx.Done():
-			b.requeue(s, st.msgs, time.Second)
-			return fmt.Errorf("%w: %v", backend.ErrWorkItemLost, ctx.Err())
-		}
+	applied := appendRecent(ci.applied, consumed)
+	// The sentinel lists every consumed message not known to be deleted:
+	// the earlier ones still in the book and this checkpoint's, whose
+	// deletes start only once the checkpoint is complete. A copy of any of
+	// them is recognised when it comes back, here or in the next owner.
+	receipts := b.consumedReceipts(consumed)
+	book := ci.unacked
+	if book == nil {
+		book = newAckBook(nil)
 	}
-	applied, batch := appendRecent(ci.applied, ci.lastBatch, consumed)
+	unacked := book.with(receipts)
 	t0 := time.Now()
 	at := b.now().Truncate(time.Millisecond)
 	etag := ci.etag
@@ -603,7 +604,9 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 			return fmt.Errorf("%w: %v", backend.ErrWorkItemLost, err)
 		}
 		recent, _ := json.Marshal(applied)
+		ua, _ := json.Marshal(unacked)
 		extra := map[string]any{colPending: pending, colPending + "BlobName": "", colRecent: string(recent), colRecent + "BlobName": "",
+			colUnacked: string(ua), colUnacked + "BlobName": "",
 			colCustomStatus: c.State.CustomStatus, colCustomStatus + "BlobName": ""}
 		if etag, err = b.writeCheckpoint(ctx, escapeKey(id), ci.etag, execID, base, c.NewHistory, extra, at); err != nil {
 			b.invalidate(id)
@@ -617,6 +620,9 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 			return fmt.Errorf("%w: %v", backend.ErrWorkItemLost, err)
 		}
 	}
+	// The messages are consumed by a committed checkpoint: until their
+	// deletes are seen, their copies are dropped.
+	book.add(receipts)
 	if b.failAfterHistory != nil && b.failAfterHistory(id, c) {
 		// Simulated crash: nothing after the history write happens.
 		b.invalidate(id)
@@ -668,11 +674,11 @@ func (b *Backend) CompleteOrchestrationWorkItem(ctx context.Context, wi *backend
 		"history_and_send", t1.Sub(t0), "instance_row", time.Since(t1))
 	// The commit is durable: acknowledge in the background, so that the
 	// instance's next work item need not wait. A message whose delete is
-	// lost comes back and is dropped by its id (RecentMessageIds).
-	acked := b.ackLater(consumed)
+	// lost comes back and is dropped by its id (UnackedMessages).
+	b.ackConsumed(context.Background(), book, consumed, false)
 
-	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, lastBatch: batch,
-		customStatus: c.State.CustomStatus, acked: acked, prevAcked: ci.acked}
+	nci := &cachedInstance{partition: s.partition, executionID: execID, history: full, etag: etag, applied: applied, unacked: book,
+		customStatus: c.State.CustomStatus}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.cache[id] = nci

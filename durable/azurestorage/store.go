@@ -24,6 +24,7 @@ const (
 	sentinelRowKey  = "sentinel"
 	colPending      = "PendingOutbound"  // outbound messages of the last checkpoint
 	colRecent       = "RecentMessageIds" // ids of recently consumed queue messages
+	colUnacked      = "UnackedMessages"  // consumed messages perhaps still queued: id → pop receipt
 	colCustomStatus = "CustomStatus"     // custom status at the last checkpoint
 	recentIDs       = 100                // consumed message ids kept for duplicate detection
 	maxBatchRows    = 99                 // history rows per transaction (plus the sentinel)
@@ -37,6 +38,7 @@ type loadedHistory struct {
 	etag         azcore.ETag // sentinel ETag; "" when there is no sentinel
 	checkpointAt time.Time
 	applied      []string
+	unacked      map[string]string // consumed messages perhaps still queued, by id: their pop receipts
 	pending      string
 	customStatus string
 }
@@ -85,6 +87,9 @@ func (b *Backend) readHistory(ctx context.Context, instanceID string) (*loadedHi
 	lh.customStatus, _ = sp[colCustomStatus].(string)
 	if s, _ := sp[colRecent].(string); s != "" {
 		_ = json.Unmarshal([]byte(s), &lh.applied)
+	}
+	if s, _ := sp[colUnacked].(string); s != "" {
+		_ = json.Unmarshal([]byte(s), &lh.unacked)
 	}
 	slices.SortFunc(rows, func(x, y aztables.EDMEntity) int {
 		switch {
