@@ -3,7 +3,7 @@
 // and serves them until SIGINT or SIGTERM.
 //
 //	go run ./host [--port N] [--script-root DIR] [--log-format text|json] [--no-auth]
-//	go run ./host instances list|show|start|raise|terminate|suspend|resume|purge ...
+//	go run ./host instances list|show|start|raise|terminate|suspend|resume|rewind|purge ...
 package main
 
 import (
@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	logFormat := fs.String("log-format", "text", "log format: text (human-readable) or json")
 	noAuth := fs.Bool("no-auth", false, "turn off key checks for HTTP functions, admin and durable APIs (local development only)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: host [flags]\n\nRuns the Stratus function host: loads host.json and local.settings.json from\nthe script root, registers the app's functions and serves them until SIGINT or\nSIGTERM. A configuration problem stops it with one line naming the file and\nthe field, and exit status 1.\n\n       host instances <command> ...\n\nManages durable orchestration instances in the task hub from the terminal\n(list, show, start, raise, terminate, suspend, resume, purge); run\n`host instances help` for its commands.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: host [flags]\n\nRuns the Stratus function host: loads host.json and local.settings.json from\nthe script root, registers the app's functions and serves them until SIGINT or\nSIGTERM. A configuration problem stops it with one line naming the file and\nthe field, and exit status 1.\n\n       host instances <command> ...\n\nManages durable orchestration instances in the task hub from the terminal\n(list, show, start, raise, terminate, suspend, resume, rewind, purge); run\n`host instances help` for its commands.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
