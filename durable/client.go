@@ -56,27 +56,42 @@ func WithStartTags(tags map[string]string) StartOption {
 // error matching backend.ErrInstanceExists; an invalid id one matching
 // [ErrInvalidInstanceID].
 func (c *Client) ScheduleNew(ctx context.Context, orchestrator string, input any, opts ...StartOption) (string, error) {
+	ev, err := newExecutionStarted(orchestrator, input, c.now().UTC(), opts)
+	if err != nil {
+		return "", err
+	}
+	id := ev.OrchestrationInstance.InstanceID
+	if err := c.b.CreateInstance(ctx, ev); err != nil {
+		return "", fmt.Errorf("schedule %s %s: %w", orchestrator, id, err)
+	}
+	return id, nil
+}
+
+// newExecutionStarted builds the ExecutionStarted event that starts
+// orchestrator with input at now: the instance id from the options (checked)
+// or a new one, a new execution id, the scheduled start time and tags.
+func newExecutionStarted(orchestrator string, input any, now time.Time, opts []StartOption) (*history.Event, error) {
 	var o startOptions
 	for _, f := range opts {
 		f(&o)
 	}
 	if orchestrator == "" {
-		return "", errors.New("schedule orchestration: orchestrator name must not be empty")
+		return nil, errors.New("start orchestration: orchestrator name must not be empty")
 	}
 	id := o.instanceID
 	if id == "" {
 		id = newGUIDN()
 	} else if err := ValidateInstanceID(id); err != nil {
-		return "", err
+		return nil, err
 	}
 	in, err := encodeJSON(input)
 	if err != nil {
-		return "", fmt.Errorf("schedule %s: encode input: %w", orchestrator, err)
+		return nil, fmt.Errorf("start %s: encode input: %w", orchestrator, err)
 	}
 	ev := &history.Event{
 		EventType:             history.ExecutionStarted,
 		EventID:               -1,
-		Timestamp:             c.now().UTC(),
+		Timestamp:             now,
 		OrchestrationInstance: &history.Instance{InstanceID: id, ExecutionID: newGUIDN()},
 		Name:                  orchestrator,
 		Input:                 in,
@@ -86,10 +101,7 @@ func (c *Client) ScheduleNew(ctx context.Context, orchestrator string, input any
 		t := o.startAt.UTC()
 		ev.ScheduledStartTime = &t
 	}
-	if err := c.b.CreateInstance(ctx, ev); err != nil {
-		return "", fmt.Errorf("schedule %s %s: %w", orchestrator, id, err)
-	}
-	return id, nil
+	return ev, nil
 }
 
 // GetInstance returns the status of instance id (backend.ErrInstanceNotFound

@@ -236,37 +236,17 @@ func (c *EntityContext) SignalEntity(id EntityID, operation string, input any, o
 // operation succeeds and returns the new instance's id. Options:
 // [WithStartInstanceID] ([WithStartTime] and tags are honoured too).
 func (c *EntityContext) StartNewOrchestration(name string, input any, opts ...StartOption) (string, error) {
-	var o startOptions
-	for _, f := range opts {
-		f(&o)
-	}
-	if name == "" {
-		return "", errors.New("start orchestration: orchestrator name must not be empty")
-	}
-	id := o.instanceID
-	if id == "" {
-		id = newGUIDN()
-	} else if err := ValidateInstanceID(id); err != nil {
+	ev, err := newExecutionStarted(name, input, c.now, opts)
+	if err != nil {
 		return "", err
 	}
-	in, err := encodeJSON(input)
-	if err != nil {
-		return "", fmt.Errorf("start %s: encode input: %w", name, err)
-	}
-	exec := newGUIDN()
-	ev := &history.Event{
-		EventType: history.ExecutionStarted, EventID: -1, Timestamp: c.now,
-		OrchestrationInstance: &history.Instance{InstanceID: id, ExecutionID: exec},
-		Name:                  name, Input: in, Tags: o.tags,
-	}
-	m := backend.Message{TargetInstanceID: id, TargetExecutionID: exec, Event: ev}
-	if !o.startAt.IsZero() {
-		t := o.startAt.UTC()
-		ev.ScheduledStartTime = &t
-		m.VisibleAt = t
+	inst := ev.OrchestrationInstance
+	m := backend.Message{TargetInstanceID: inst.InstanceID, TargetExecutionID: inst.ExecutionID, Event: ev}
+	if ev.ScheduledStartTime != nil {
+		m.VisibleAt = *ev.ScheduledStartTime
 	}
 	c.actions = append(c.actions, entityAction{msg: m})
-	return id, nil
+	return inst.InstanceID, nil
 }
 
 // SignalOption configures entity signals.
